@@ -1,0 +1,1 @@
+"""The validation checks, one rule per file, and their explicit registry."""

@@ -1,0 +1,46 @@
+-- 0004: one least-privilege role per service (SPEC §2). Roles are cluster-wide, so they are
+-- created only when missing; their passwords are set by the deployment, never here. The role
+-- that runs the migrations owns the schema and needs CREATEROLE.
+DO $$
+DECLARE
+    service_role TEXT;
+BEGIN
+    FOREACH service_role IN ARRAY ARRAY['sms_receiver', 'sms_validator', 'sms_admin'] LOOP
+        IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = service_role) THEN
+            EXECUTE format('CREATE ROLE %I LOGIN', service_role);
+        END IF;
+        EXECUTE format('GRANT CONNECT ON DATABASE %I TO %I', current_database(), service_role);
+        -- A transaction left open by a bug must not hold locks for ever.
+        EXECUTE format('ALTER ROLE %I SET idle_in_transaction_session_timeout = %L',
+                       service_role, '30s');
+    END LOOP;
+    EXECUTE format('REVOKE ALL ON DATABASE %I FROM PUBLIC', current_database());
+END
+$$;
+
+REVOKE ALL ON SCHEMA public FROM PUBLIC;
+GRANT USAGE ON SCHEMA public TO sms_receiver, sms_validator, sms_admin;
+
+-- receiver: stores SMS, reads back the uuid of a repeated delivery, reads its settings.
+GRANT INSERT ON input_sms TO sms_receiver;
+GRANT SELECT (uuid, source, client_event_id) ON input_sms TO sms_receiver;
+GRANT USAGE ON SEQUENCE uuid_v7_seq TO sms_receiver;
+GRANT SELECT ON system_settings TO sms_receiver;
+
+-- validator: reads SMS, writes results, counters, the blacklist, out_sms and its checkpoint.
+GRANT SELECT ON input_sms, system_settings TO sms_validator;
+GRANT SELECT, INSERT, UPDATE ON sms_monitor, count_sms, blacklist_sms TO sms_validator;
+GRANT SELECT, INSERT ON out_sms TO sms_validator;
+GRANT UPDATE (setting_value, updated_at) ON system_settings TO sms_validator;
+
+-- admin: reads everything, edits settings with their audit, the blacklist and counters,
+-- requeues SMS in error. It may not write out_sms.
+GRANT SELECT ON input_sms, sms_monitor, system_settings, out_sms, blacklist_sms, count_sms,
+    settings_audit, schema_migrations TO sms_admin;
+GRANT INSERT, UPDATE ON system_settings TO sms_admin;
+GRANT INSERT ON settings_audit TO sms_admin;
+GRANT DELETE ON blacklist_sms TO sms_admin;
+GRANT UPDATE, DELETE ON count_sms TO sms_admin;
+GRANT UPDATE, DELETE ON sms_monitor TO sms_admin;
+
+INSERT INTO schema_migrations (version) VALUES ('0004_service_roles') ON CONFLICT DO NOTHING;

@@ -1,0 +1,89 @@
+"""PostgreSQL access through pgbouncer in transaction pooling mode.
+
+pgbouncer 1.18 (Debian 12) hands a server connection to a client for one transaction only, and
+it cannot track prepared statements. So, deliberately:
+
+* `statement_cache_size=0`: asyncpg never creates named prepared statements.
+* Every statement runs inside an explicit transaction (`transaction()`). asyncpg still prepares
+  each query as the unnamed statement, in two exchanges (Parse/Describe/Sync, then
+  Bind/Execute/Sync); outside a transaction pgbouncer may hand the second exchange to another
+  server connection, where the unnamed statement does not exist. Inside BEGIN ... COMMIT the
+  server connection is pinned.
+* No session state: no `SET` (use `SET LOCAL` or role defaults), no `LISTEN`, no session
+  advisory locks; transaction-scoped advisory locks are fine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any, Final
+
+import asyncpg
+
+TRANSIENT_DB_ERRORS: Final[tuple[type[BaseException], ...]] = (
+    OSError,  # refused or reset connections
+    asyncio.TimeoutError,
+    asyncpg.exceptions.PostgresConnectionError,  # SQLSTATE class 08, pgbouncer's own errors
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.TooManyConnectionsError,
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.CrashShutdownError,
+    asyncpg.exceptions.SerializationError,
+    asyncpg.exceptions.DeadlockDetectedError,
+    asyncpg.exceptions.QueryCanceledError,  # statement_timeout or a pgbouncer query_timeout
+    asyncpg.exceptions.InterfaceError,  # e.g. the connection was closed under us
+    asyncpg.exceptions.ConnectionDoesNotExistError,
+)
+
+Connection = asyncpg.Connection
+Pool = asyncpg.Pool
+
+
+async def create_pool(
+    dsn: str,
+    *,
+    min_size: int = 1,
+    max_size: int = 8,
+    command_timeout: float = 10.0,
+    **kwargs: Any,
+) -> asyncpg.Pool:
+    """A pool that is safe behind pgbouncer's transaction mode (see the module docstring)."""
+    pool = await asyncpg.create_pool(
+        dsn,
+        min_size=min_size,
+        max_size=max_size,
+        command_timeout=command_timeout,
+        statement_cache_size=0,
+        max_cached_statement_lifetime=0,
+        # pgbouncer may close idle server links; do not keep client links forever either.
+        max_inactive_connection_lifetime=60.0,
+        **kwargs,
+    )
+    assert pool is not None
+    return pool
+
+
+@asynccontextmanager
+async def transaction(pool: asyncpg.Pool, **options: Any) -> AsyncIterator[asyncpg.Connection]:
+    """A connection inside an explicit transaction: the only way the services run SQL."""
+    async with pool.acquire() as connection, connection.transaction(**options):
+        yield connection
+
+
+async def close_pool(pool: asyncpg.Pool, *, grace: float = 10.0) -> None:
+    """Close gracefully, then terminate whatever is still busy after `grace` seconds."""
+    try:
+        await asyncio.wait_for(pool.close(), grace)
+    except TimeoutError:
+        pool.terminate()
+
+
+async def is_ready(pool: asyncpg.Pool) -> bool:
+    """The database answers through pgbouncer."""
+    try:
+        async with transaction(pool, readonly=True) as connection:
+            return bool(await connection.fetchval("SELECT true"))
+    except TRANSIENT_DB_ERRORS:
+        return False

@@ -1,0 +1,375 @@
+"""Run-time settings: the one place that knows every key of `system_settings`.
+
+Each key has a type, bounds, a default and a meaning (SPEC §3). Values are stored as text;
+`parse_setting_text` turns a stored value into its typed form and `encode_setting` does the
+reverse. `validate_setting` checks a value that arrives from the admin API (JSON), so that the
+admin service and the validator share the same rules rather than two copies of them.
+
+`SettingsStore` reads the whole table in one query. A value that breaks its rule keeps the last
+good value of that key and logs an error naming the key and the rule: a bad value written by
+hand never crashes a service.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Iterable, Mapping
+from typing import Annotated, Any, Final, Literal, Protocol
+from uuid import UUID
+
+import phonenumbers
+from prometheus_client import Counter
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    TypeAdapter,
+    ValidationError,
+    ValidationInfo,
+)
+
+from sms_gateway.errors import ReadOnlySettingError, SettingValueError, UnknownSettingError
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_CHECK_SEQUENCE: Final = (
+    "blacklist",
+    "duplicate",
+    "header",
+    "hash_length",
+    "mobile",
+    "time_window",
+)
+ZERO_UUID: Final = UUID(int=0)
+
+SETTINGS_RELOADS = Counter(
+    "sms_settings_reloads_total", "Reloads of system_settings by this process."
+)
+SETTINGS_INVALID = Counter(
+    "sms_settings_invalid_values_total",
+    "Stored setting values refused on reload (the last good value was kept).",
+    ["key"],
+)
+
+# Validation context key: the names of the checks this process knows (the registry). When it is
+# given, check_sequence and check_enabled may name only those checks.
+KNOWN_CHECKS: Final = "known_checks"
+
+
+def _known_checks(info: ValidationInfo) -> frozenset[str] | None:
+    context = info.context
+    if isinstance(context, Mapping):
+        known = context.get(KNOWN_CHECKS)
+        if known is not None:
+            return frozenset(known)
+    return None
+
+
+def _check_sequence_rule(value: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
+    repeated = sorted({name for name in value if value.count(name) > 1})
+    if repeated:
+        raise ValueError(f"check names must not repeat: {', '.join(repeated)}")
+    known = _known_checks(info)
+    if known is not None:
+        unknown = sorted(set(value) - known)
+        if unknown:
+            raise ValueError(
+                f"unknown check(s): {', '.join(unknown)} (known: {', '.join(sorted(known))})"
+            )
+    return value
+
+
+def _check_enabled_rule(
+    value: dict[str, StrictBool], info: ValidationInfo
+) -> dict[str, StrictBool]:
+    known = _known_checks(info)
+    if known is not None:
+        unknown = sorted(set(value) - known)
+        if unknown:
+            raise ValueError(
+                f"unknown check(s): {', '.join(unknown)} (known: {', '.join(sorted(known))})"
+            )
+    return value
+
+
+def _regex_rule(value: str) -> str:
+    try:
+        re.compile(value)
+    except re.error as exc:
+        raise ValueError(f"not a valid regular expression: {exc}") from None
+    return value
+
+
+def _regions_rule(value: tuple[str, ...]) -> tuple[str, ...]:
+    unknown = sorted(r for r in value if r not in phonenumbers.SUPPORTED_REGIONS)
+    if unknown:
+        raise ValueError(f"not ISO 3166 alpha-2 regions with phone numbering: {', '.join(unknown)}")
+    if len(set(value)) != len(value):
+        raise ValueError("regions must not repeat")
+    return value
+
+
+def _hostname_rule(value: str) -> str:
+    if value != value.strip() or not value or any(c.isspace() for c in value):
+        raise ValueError("a host name or address without white space")
+    return value
+
+
+CheckSequence = Annotated[tuple[str, ...], AfterValidator(_check_sequence_rule)]
+CheckEnabled = Annotated[dict[str, StrictBool], AfterValidator(_check_enabled_rule)]
+Regex = Annotated[str, Field(max_length=500), AfterValidator(_regex_rule)]
+Regions = Annotated[tuple[Annotated[str, Field(pattern=r"^[A-Z]{2}$")], ...],
+                    AfterValidator(_regions_rule)]
+HostName = Annotated[str, Field(max_length=255), AfterValidator(_hostname_rule)]
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+
+
+def _setting(default: Any, rule: str, meaning: str, *, read_only: bool = False) -> Any:
+    return Field(
+        default=default,
+        description=meaning,
+        json_schema_extra={"rule": rule, "read_only": read_only},
+    )
+
+
+class RuntimeSettings(BaseModel):
+    """Every run-time setting with its type, bounds and default (SPEC §3)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    batch_size: Annotated[int, Field(ge=1, le=10_000)] = _setting(
+        20, "an integer from 1 to 10000", "SMS per batch")
+    blacklist_threshold: Annotated[int, Field(ge=1)] = _setting(
+        10, "an integer ≥ 1", "a sender with more SMS than this is blacklisted")
+    last_processed_uuid: UUID = _setting(
+        ZERO_UUID, "a UUID", "the validator's checkpoint", read_only=True)
+    check_sequence: CheckSequence = _setting(
+        DEFAULT_CHECK_SEQUENCE, "a JSON list of check names without repeats",
+        "the order in which checks run; a check not listed is not run")
+    check_enabled: CheckEnabled = _setting(
+        dict.fromkeys(DEFAULT_CHECK_SEQUENCE, True),
+        "a JSON object mapping check names to true or false",
+        "a disabled check records 3 (skipped) and the pipeline goes on")
+    validation_time_window: Annotated[int, Field(ge=0)] = _setting(
+        3600, "an integer number of seconds ≥ 0", "maximum delay of an SMS; 0 skips the check")
+    out_sms_cache_ttl: Annotated[int, Field(ge=60)] = _setting(
+        604_800, "an integer number of seconds ≥ 60", "TTL of the Redis set out_sms_numbers")
+    max_database_retries: Annotated[int, Field(ge=0, le=10)] = _setting(
+        3, "an integer from 0 to 10", "attempts for a transient database or Redis error")
+    log_level: LogLevel = _setting(
+        "INFO", "one of DEBUG, INFO, WARNING, ERROR, CRITICAL", "log level, applied at run time")
+    parallel_workers: Annotated[int, Field(ge=1, le=64)] = _setting(
+        1, "an integer from 1 to 64", "batches in flight at once")
+    maintenance_mode: bool = _setting(
+        False, "true or false", "the validator claims no new batch; the receiver keeps accepting")
+    pgbouncer_pool_size: Annotated[int, Field(ge=1, le=1000)] = _setting(
+        10, "an integer from 1 to 1000", "pgbouncer default_pool_size")
+    redis_host: HostName = _setting(
+        "localhost", "a host name or address", "where Redis is; a change reconnects")
+    redis_port: Annotated[int, Field(ge=1, le=65_535)] = _setting(
+        6379, "an integer from 1 to 65535", "Redis port; a change reconnects")
+    message_separator: Annotated[str, Field(min_length=1, max_length=3)] = _setting(
+        " ", "a string of 1 to 3 characters", "separates HEADER, HASH and MOBILE")
+    header_pattern: Regex = _setting(
+        r"^[A-Z][A-Z0-9]{1,10}$", "a regular expression (full match; empty for none)",
+        "the header must match it")
+    header_allowed: tuple[str, ...] = _setting(
+        (), "a JSON list of strings", "allowed headers; empty allows any that match the pattern")
+    hash_length: Annotated[int, Field(ge=0, le=256)] = _setting(
+        16, "an integer from 0 to 256", "length of the hash; 0 skips the check")
+    hash_encoding: Literal["hex", "base64url", "base32"] = _setting(
+        "hex", "one of hex, base64url, base32", "alphabet of the hash")
+    mobile_encoding: Literal["none", "plain", "base64", "aes-gcm"] = _setting(
+        "plain", "one of none, plain, base64, aes-gcm",
+        "how the mobile number is encoded in the message; none skips the check")
+    mobile_regions: Regions = _setting(
+        (), "a JSON list of ISO 3166 alpha-2 region codes",
+        "regions the mobile number may belong to; empty allows any")
+    mobile_match_sender: bool = _setting(
+        True, "true or false", "the mobile number must equal the sender")
+    time_window_reference: Literal["arrival", "processing"] = _setting(
+        "arrival", "one of arrival, processing", "reference time of the time_window check")
+    time_window_max_skew: Annotated[int, Field(ge=0)] = _setting(
+        300, "an integer number of seconds ≥ 0", "how far in the future a timestamp may be")
+    max_message_length: Annotated[int, Field(ge=1, le=65_536)] = _setting(
+        1600, "an integer from 1 to 65536", "the receiver refuses a longer sms_message")
+
+
+SETTING_KEYS: Final = tuple(RuntimeSettings.model_fields)
+DEFAULTS: Final = RuntimeSettings()
+_JSON_KEYS: Final = frozenset(
+    {"check_sequence", "check_enabled", "header_allowed", "mobile_regions"}
+)
+
+
+def _adapter(key: str) -> TypeAdapter[Any]:
+    field = RuntimeSettings.model_fields[key]
+    assert field.annotation is not None
+    if not field.metadata:
+        return TypeAdapter(field.annotation)
+    annotated: Any = Annotated[field.annotation, *field.metadata]
+    return TypeAdapter(annotated)
+
+
+_ADAPTERS: Final = {key: _adapter(key) for key in SETTING_KEYS}
+
+
+def setting_rule(key: str) -> str:
+    """The human-readable rule of a key, as error messages state it."""
+    extra = RuntimeSettings.model_fields[key].json_schema_extra
+    assert isinstance(extra, dict)
+    return str(extra["rule"])
+
+
+def setting_meaning(key: str) -> str:
+    return RuntimeSettings.model_fields[key].description or ""
+
+
+def is_read_only(key: str) -> bool:
+    extra = RuntimeSettings.model_fields[key].json_schema_extra
+    assert isinstance(extra, dict)
+    return bool(extra["read_only"])
+
+
+def _require_known(key: str) -> None:
+    if key not in _ADAPTERS:
+        raise UnknownSettingError(key)
+
+
+def validate_setting(
+    key: str, value: Any, *, known_checks: Iterable[str] | None = None
+) -> Any:
+    """Validate a value given as JSON (or as its stored text) and return its typed form.
+
+    Raises `SettingValueError` naming the key and the rule.
+    """
+    _require_known(key)
+    if RuntimeSettings.model_fields[key].annotation is bool:
+        # Only true/false: 0, 1, "yes" or "on" are more likely mistakes than intentions.
+        if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+            return value.strip().lower() == "true"
+        if not isinstance(value, bool):
+            raise SettingValueError(key, f"must be {setting_rule(key)}; got {value!r}")
+        return value
+    if key in _JSON_KEYS and isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise SettingValueError(key, f"must be {setting_rule(key)}; not JSON: {exc}") from None
+    elif isinstance(value, bool) and RuntimeSettings.model_fields[key].annotation is not bool:
+        # JSON true/false are not integers here, whatever Python thinks.
+        raise SettingValueError(key, f"must be {setting_rule(key)}; got a boolean")
+    elif isinstance(value, float) and value.is_integer():
+        value = int(value)
+    context = {KNOWN_CHECKS: frozenset(known_checks)} if known_checks is not None else None
+    try:
+        return _ADAPTERS[key].validate_python(value, context=context)
+    except ValidationError as exc:
+        detail = "; ".join(_describe(error) for error in exc.errors())
+        raise SettingValueError(key, f"must be {setting_rule(key)}; {detail}") from None
+
+
+def _describe(error: Mapping[str, Any]) -> str:
+    message = str(error["msg"]).removeprefix("Value error, ")
+    location = ".".join(str(part) for part in error.get("loc", ()))
+    return f"{location}: {message}" if location else message
+
+
+def parse_setting_text(
+    key: str, text: str, *, known_checks: Iterable[str] | None = None
+) -> Any:
+    """Turn a stored text value into its typed form (see `validate_setting`)."""
+    _require_known(key)
+    if key != "message_separator":
+        text = text.strip()
+    return validate_setting(key, text, known_checks=known_checks)
+
+
+def validate_update(key: str, value: Any, *, known_checks: Iterable[str] | None = None) -> Any:
+    """Validate a value that an operator wants to write; read-only keys are refused."""
+    _require_known(key)
+    if is_read_only(key):
+        raise ReadOnlySettingError(key, "is read-only: only the validator writes it")
+    return validate_setting(key, value, known_checks=known_checks)
+
+
+def encode_setting(key: str, value: Any) -> str:
+    """The stored text of a typed value."""
+    _require_known(key)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if key in _JSON_KEYS:
+        plain = list(value) if isinstance(value, tuple) else value
+        return json.dumps(plain, separators=(", ", ": "))
+    return str(value)
+
+
+def to_json(key: str, value: Any) -> Any:
+    """A typed value as JSON-ready data (for the admin API)."""
+    _require_known(key)
+    if isinstance(value, UUID):
+        return str(value)
+    if isinstance(value, tuple):
+        return list(value)
+    return value
+
+
+SELECT_SETTINGS: Final = "SELECT setting_key, setting_value FROM system_settings"
+
+
+class SettingsStore:
+    """The last good settings of this process, refreshed from `system_settings`.
+
+    A stored value that breaks its rule is logged once (until it changes) and the key keeps its
+    last good value; a missing key keeps its default.
+    """
+
+    def __init__(self, *, known_checks: Iterable[str] | None = None) -> None:
+        self._known_checks = frozenset(known_checks) if known_checks is not None else None
+        self._current = DEFAULTS
+        self._refused: dict[str, str] = {}
+        self._unknown_reported: set[str] = set()
+
+    @property
+    def current(self) -> RuntimeSettings:
+        return self._current
+
+    def apply(self, rows: Iterable[tuple[str, str]]) -> RuntimeSettings:
+        values = dict(self._current)
+        for key, text in rows:
+            if key not in _ADAPTERS:
+                if key not in self._unknown_reported:
+                    self._unknown_reported.add(key)
+                    logger.warning("ignoring unknown setting", extra={"setting_key": key})
+                continue
+            try:
+                values[key] = parse_setting_text(key, text, known_checks=self._known_checks)
+            except SettingValueError as exc:
+                SETTINGS_INVALID.labels(key=key).inc()
+                if self._refused.get(key) != text:
+                    self._refused[key] = text
+                    logger.error(  # noqa: TRY400 - a refused value is not an exception to trace
+                        "refusing stored setting value, keeping the last good one",
+                        extra={"setting_key": key, "rule": exc.rule,
+                               "kept_value": to_json(key, values[key])},
+                    )
+                continue
+            self._refused.pop(key, None)
+        SETTINGS_RELOADS.inc()
+        # Every value was validated on its own above; the model holds no cross-key rule.
+        self._current = RuntimeSettings.model_construct(**values)
+        return self._current
+
+    async def reload(self, connection: _Fetcher) -> RuntimeSettings:
+        rows = await connection.fetch(SELECT_SETTINGS)
+        return self.apply((row["setting_key"], row["setting_value"]) for row in rows)
+
+
+class _Fetcher(Protocol):
+    """An asyncpg connection or pool, as far as reading settings goes."""
+
+    async def fetch(self, query: str, *args: Any) -> list[Any]: ...
