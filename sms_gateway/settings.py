@@ -12,6 +12,7 @@ hand never crashes a service.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -19,6 +20,7 @@ from collections.abc import Iterable, Mapping
 from typing import Annotated, Any, Final, Literal, Protocol
 from uuid import UUID
 
+import asyncpg
 import phonenumbers
 from prometheus_client import Counter
 from pydantic import (
@@ -32,7 +34,9 @@ from pydantic import (
     ValidationInfo,
 )
 
+from sms_gateway import db
 from sms_gateway.errors import ReadOnlySettingError, SettingValueError, UnknownSettingError
+from sms_gateway.logging import set_level
 
 logger = logging.getLogger(__name__)
 
@@ -373,3 +377,24 @@ class _Fetcher(Protocol):
     """An asyncpg connection or pool, as far as reading settings goes."""
 
     async def fetch(self, query: str, *args: Any) -> list[Any]: ...
+
+
+async def keep_fresh(
+    pool: asyncpg.Pool,
+    store: SettingsStore,
+    *,
+    interval: float = 2.0,
+    transient: tuple[type[BaseException], ...] = (),
+) -> None:
+    """Reload `store` every `interval` seconds until cancelled (receiver and admin; SPEC §3:
+    a change takes effect within a few seconds). The `log_level` setting is applied on each
+    reload. A transient database fault is logged and the last good settings stay in force."""
+    while True:
+        try:
+            async with db.transaction(pool, readonly=True) as connection:
+                settings = await store.reload(connection)
+            set_level(settings.log_level)
+        except transient as exc:
+            logger.warning("cannot reload settings, keeping the current ones",
+                           extra={"error": type(exc).__name__})
+        await asyncio.sleep(interval)

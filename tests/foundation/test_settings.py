@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 from typing import Any
@@ -19,6 +21,7 @@ from sms_gateway.settings import (
     SETTING_KEYS,
     SettingsStore,
     encode_setting,
+    keep_fresh,
     parse_setting_text,
     validate_setting,
     validate_update,
@@ -195,3 +198,21 @@ async def test_a_bad_value_written_by_hand_keeps_the_last_good_one(
     async with db.transaction(owner_pool) as connection:
         await store.reload(connection)
     assert not [r for r in caplog.records if r.levelno == logging.ERROR]
+
+
+async def test_keep_fresh_applies_a_change_within_its_interval(owner_pool: asyncpg.Pool) -> None:
+    store = SettingsStore(known_checks=KNOWN)
+    task = asyncio.create_task(keep_fresh(owner_pool, store, interval=0.05))
+    try:
+        async with db.transaction(owner_pool) as connection:
+            await connection.execute(
+                "UPDATE system_settings SET setting_value = '77' WHERE setting_key = 'batch_size'")
+        for _ in range(100):
+            if store.current.batch_size == 77:
+                break
+            await asyncio.sleep(0.02)
+        assert store.current.batch_size == 77
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
