@@ -1,1 +1,4 @@
-"""Benchmarks: each reports ratios against a baseline measured in the same run (docs/benchmarks.md)."""
+"""Benchmarks against the real stack.
+
+Each reports ratios against a baseline measured in the same run (docs/benchmarks.md).
+"""
