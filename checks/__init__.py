@@ -1,1 +1,108 @@
-"""The validation checks, one rule per file, and their explicit registry."""
+"""The validation checks, one rule per file, and their explicit registry.
+
+`REGISTRY` maps each check's name to the check, in the SPEC's seed order (the default
+`check_sequence`). It is written out below rather than discovered: a check that fails to
+import stops the process instead of silently disappearing from the pipeline, and a repeated
+name is refused when the registry is built.
+
+Adding a check is one new file in this package exporting `check` (an object with a `name` and
+`__call__(sms, context) -> CheckResult`) plus one line in `_CHECKS` below (and its module in the
+import); `docs/architecture.md` walks through it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Final
+
+from checks import blacklist, duplicate, hash_length, header, mobile, time_window
+from checks.base import Check, CheckSecrets, ConfigurationAware
+from checks.errors import DuplicateCheckError, InvalidCheckNameError, UnknownCheckError
+from sms_gateway.settings import RuntimeSettings
+
+# A check's name is the prefix of its sms_monitor column (`<name>_check`).
+_CHECK_NAME: Final = re.compile(r"[a-z][a-z0-9_]*")
+
+
+class CheckRegistry(Mapping[str, Check]):
+    """A read-only mapping of check name to check, in registration order."""
+
+    __slots__ = ("_checks",)
+
+    def __init__(self, checks: Iterable[Check]) -> None:
+        by_name: dict[str, Check] = {}
+        for check in checks:
+            name = check.name
+            if not _CHECK_NAME.fullmatch(name):
+                raise InvalidCheckNameError(name)
+            if name in by_name:
+                raise DuplicateCheckError(name)
+            by_name[name] = check
+        self._checks: Final = by_name
+
+    def __getitem__(self, name: str) -> Check:
+        try:
+            return self._checks[name]
+        except KeyError:
+            raise UnknownCheckError(name, tuple(self._checks)) from None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._checks)
+
+    def __len__(self) -> int:
+        return len(self._checks)
+
+    def __repr__(self) -> str:
+        return f"CheckRegistry({', '.join(self._checks)})"
+
+
+def build_registry(checks: Iterable[Check]) -> CheckRegistry:
+    """A registry of `checks`; raises `DuplicateCheckError` on a repeated name."""
+    return CheckRegistry(checks)
+
+
+_CHECKS: Final[tuple[Check, ...]] = (
+    blacklist.check,
+    duplicate.check,
+    header.check,
+    hash_length.check,
+    mobile.check,
+    time_window.check,
+)
+
+REGISTRY: Final = build_registry(_CHECKS)
+CHECK_NAMES: Final = tuple(REGISTRY)
+
+
+def get_check(name: str) -> Check:
+    """The check called `name`; raises `UnknownCheckError` naming the known ones."""
+    return REGISTRY[name]
+
+
+def configuration_problems(
+    settings: RuntimeSettings,
+    secrets: CheckSecrets,
+    names: Iterable[str] | None = None,
+) -> tuple[str, ...]:
+    """What in `settings` and `secrets` would make the checks `names` (default: all) raise
+    `CheckConfigurationError` instead of judging SMS; empty when nothing would.
+
+    For the validator to report (or refuse) a bad configuration when it loads settings.
+    """
+    problems: list[str] = []
+    for name in REGISTRY if names is None else names:
+        check = REGISTRY[name]
+        if isinstance(check, ConfigurationAware):
+            problems.extend(check.configuration_problems(settings, secrets))
+    return tuple(problems)
+
+
+__all__ = [
+    "CHECK_NAMES",
+    "REGISTRY",
+    "CheckRegistry",
+    "build_registry",
+    "configuration_problems",
+    "get_check",
+]

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from enum import IntEnum
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 from uuid import UUID
 
 from sms_gateway.settings import RuntimeSettings
@@ -30,7 +30,19 @@ class CheckResult(IntEnum):
 
 @dataclass(frozen=True, slots=True)
 class MessageParts:
-    """`HEADER<sep>HASH<sep>MOBILE` parsed once (SPEC §5.1); a missing part is None."""
+    """`HEADER<sep>HASH<sep>MOBILE` parsed once (SPEC §5.1); a missing part is None.
+
+    The rules, exactly as §5.1 states them and in this order:
+    1. strip leading and trailing white space from the whole message;
+    2. split at the separator at most twice, from the left;
+    3. `header` is the first part and `hash` the second, both as they are (not trimmed: a
+       header or hash with a space in it is wrong, and the checks say so);
+    4. `mobile_field` is the rest, trimmed; it may contain the separator again.
+    An empty part counts as missing. A separator that is itself white space works the same
+    way: two separators in a row leave an empty, so missing, part between them (they are not
+    collapsed), and a separator at either end of the message is stripped away with the
+    white space in step 1.
+    """
 
     header: str | None
     hash: str | None
@@ -38,11 +50,13 @@ class MessageParts:
 
     @classmethod
     def parse(cls, message: str, separator: str) -> MessageParts:
+        if not separator:
+            raise ValueError("message_separator must not be empty")
         parts = message.strip().split(separator, 2)
-        header = parts[0] if parts[0] else None
-        hash_ = parts[1] if len(parts) > 1 and parts[1] else None
-        mobile = parts[2].strip() if len(parts) > 2 and parts[2].strip() else None
-        return cls(header, hash_, mobile)
+        header = parts[0] or None
+        hash_ = (parts[1] or None) if len(parts) > 1 else None
+        mobile_field = (parts[2].strip() or None) if len(parts) > 2 else None
+        return cls(header, hash_, mobile_field)
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,3 +114,19 @@ class Check(Protocol):
     def name(self) -> str: ...
 
     def __call__(self, sms: IncomingSms, context: CheckContext) -> CheckResult: ...
+
+
+@runtime_checkable
+class ConfigurationAware(Protocol):
+    """A check that can tell in advance that settings and secrets will make it raise.
+
+    The validator may call this whenever it loads settings, to log or refuse a configuration
+    that would otherwise turn every SMS reaching the check into an `error`. The check still
+    raises `checks.errors.CheckConfigurationError` when it meets such a configuration, so
+    nothing depends on this being called.
+    """
+
+    def configuration_problems(
+        self, settings: RuntimeSettings, secrets: CheckSecrets
+    ) -> tuple[str, ...]:
+        """Each problem as a sentence naming the setting or secret; empty when none."""
