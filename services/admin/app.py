@@ -1,0 +1,157 @@
+"""The admin service's HTTP app (SPEC §7): `create_app(config)` builds it; the pool and the
+settings refresher live in its lifespan, nothing is created at import time."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Final
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.responses import JSONResponse
+from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+from starlette.types import ExceptionHandler
+
+from services.admin.auth import BearerAuthMiddleware, TokenVerifier
+from services.admin.config import AdminConfig
+from services.admin.errors import (
+    NotAuthenticated,
+    SenderNotBlacklisted,
+    SmsNotFound,
+    SmsNotInError,
+)
+from services.admin.routes import blacklist, settings, sms, stats
+from services.admin.state import AdminState, operator
+from sms_gateway import db
+from sms_gateway.errors import SettingValueError, UnknownSettingError
+from sms_gateway.http import HttpMetricsMiddleware, ops_router
+from sms_gateway.settings import DEFAULT_CHECK_SEQUENCE, SettingsStore, keep_fresh
+
+logger = logging.getLogger(__name__)
+
+SETTINGS_REFRESH_SECONDS: Final = 2.0
+# Answered without a token: operations (SPEC §7) and the API's own description.
+PUBLIC_PATHS: Final = frozenset(
+    {"/health", "/ready", "/metrics", "/docs", "/docs/oauth2-redirect", "/openapi.json"})
+# Until checks/ has its registry, the names the validator's columns are made for.
+KNOWN_CHECKS: Final = frozenset(DEFAULT_CHECK_SEQUENCE)
+
+
+def create_app(config: AdminConfig) -> FastAPI:
+    verifier = TokenVerifier(config.operator_tokens())
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        pool = await db.create_pool(
+            config.database_url.get_secret_value(),
+            min_size=config.db_pool_min_size,
+            max_size=config.db_pool_max_size,
+            command_timeout=config.db_command_timeout,
+        )
+        store = SettingsStore(known_checks=KNOWN_CHECKS)
+        refresher = asyncio.create_task(
+            keep_fresh(pool, store, interval=SETTINGS_REFRESH_SECONDS,
+                       transient=db.TRANSIENT_DB_ERRORS),
+            name="admin-settings-refresh",
+        )
+        app.state.admin = AdminState(config, pool, store, verifier, KNOWN_CHECKS)
+        logger.info("admin service started", extra={"operators": list(verifier.names)})
+        try:
+            yield
+        finally:
+            refresher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await refresher
+            await db.close_pool(pool)
+
+    app = FastAPI(
+        title="SMS gateway admin",
+        version="1",
+        summary="Run-time settings with their audit, inspection of SMS, blacklist, stats.",
+        description=(
+            "Every endpoint but /health, /ready and /metrics needs "
+            "`Authorization: Bearer <token>` with a token of `SMSGW_ADMIN_TOKENS`; "
+            "the token's name is what the settings audit records."
+        ),
+        lifespan=lifespan,
+    )
+
+    async def ready() -> dict[str, bool]:
+        return {"database": await db.is_ready(admin_state_of(app).pool)}
+
+    app.include_router(ops_router(ready))
+    # The middleware refuses unauthenticated requests; the dependency documents the scheme in
+    # OpenAPI and hands the operator's name to the handlers that record it.
+    protected = [Depends(operator)]
+    for router in (settings.router, sms.router, blacklist.router, stats.router):
+        app.include_router(router, dependencies=protected)
+    install_error_handlers(app)
+    app.add_middleware(BearerAuthMiddleware, verifier=verifier, public_paths=PUBLIC_PATHS,
+                       refuse=unauthorized)
+    # Added last, so outermost: refused requests are counted too.
+    app.add_middleware(HttpMetricsMiddleware, service=config.service_name)
+    FastAPIInstrumentor.instrument_app(app, excluded_urls="health,ready,metrics")
+    return app
+
+
+def admin_state_of(app: FastAPI) -> AdminState:
+    state = app.state.admin
+    assert isinstance(state, AdminState)
+    return state
+
+
+def _problem(status: int, detail: str, **fields: str | None) -> JSONResponse:
+    return JSONResponse({"detail": detail, **fields}, status_code=status)
+
+
+def unauthorized(refused: NotAuthenticated) -> JSONResponse:
+    """401 with the challenge of RFC 6750; the body never says which token was close."""
+    response = _problem(401, str(refused))
+    error = "" if refused.reason == "missing" else ', error="invalid_token"'
+    response.headers["WWW-Authenticate"] = f'Bearer realm="sms-admin"{error}'
+    return response
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Every domain error to its HTTP answer, in one place."""
+
+    async def not_authenticated(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, NotAuthenticated)
+        return unauthorized(exc)
+
+    async def setting_value(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, SettingValueError)
+        return _problem(422, str(exc), key=exc.key, rule=exc.rule)
+
+    async def unknown_setting(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, UnknownSettingError)
+        return _problem(404, str(exc), key=exc.key)
+
+    async def not_found(_: Request, exc: Exception) -> JSONResponse:
+        return _problem(404, str(exc))
+
+    async def conflict(_: Request, exc: Exception) -> JSONResponse:
+        return _problem(409, str(exc))
+
+    async def database_unavailable(_: Request, exc: Exception) -> JSONResponse:
+        logger.warning("database unavailable", extra={"error": type(exc).__name__})
+        response = _problem(503, "the database does not answer; try again shortly")
+        response.headers["Retry-After"] = "2"
+        return response
+
+    handlers: dict[type[Exception], ExceptionHandler] = {
+        NotAuthenticated: not_authenticated,
+        SettingValueError: setting_value,
+        UnknownSettingError: unknown_setting,
+        SmsNotFound: not_found,
+        SenderNotBlacklisted: not_found,
+        SmsNotInError: conflict,
+    }
+    for transient in db.TRANSIENT_DB_ERRORS:
+        if issubclass(transient, Exception):
+            handlers[transient] = database_unavailable
+    for exc_class, handler in handlers.items():
+        app.add_exception_handler(exc_class, handler)

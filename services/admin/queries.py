@@ -1,0 +1,158 @@
+"""Every SQL statement of the admin service, in one place. Parameters are always bound.
+
+Each runs inside `sms_gateway.db.transaction(...)` (pgbouncer transaction mode).
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+# ------------------------------------------------------------------ settings
+
+SETTINGS_ALL: Final = """
+SELECT setting_key, setting_value, updated_at FROM system_settings
+"""
+
+SETTING_ONE: Final = """
+SELECT setting_key, setting_value, updated_at FROM system_settings WHERE setting_key = $1
+"""
+
+# The row lock makes concurrent updates of one key queue up, so each audit row's old_value is
+# the value its own update replaced.
+SETTING_LOCK: Final = """
+SELECT setting_value FROM system_settings WHERE setting_key = $1 FOR UPDATE
+"""
+
+# A key missing from the table (it keeps its default) gets its row on its first change.
+SETTING_INSERT: Final = """
+INSERT INTO system_settings (setting_key, setting_value, updated_at) VALUES ($1, $2, now())
+ON CONFLICT (setting_key) DO NOTHING
+RETURNING setting_key, setting_value, updated_at
+"""
+
+SETTING_UPDATE: Final = """
+UPDATE system_settings SET setting_value = $2, updated_at = now() WHERE setting_key = $1
+RETURNING setting_key, setting_value, updated_at
+"""
+
+AUDIT_INSERT: Final = """
+INSERT INTO settings_audit (setting_key, old_value, new_value, changed_by) VALUES ($1, $2, $3, $4)
+"""
+
+# Newest first, keyset-paged by id ($3 = the last id of the previous page, or NULL).
+AUDIT_PAGE: Final = """
+SELECT id, setting_key, old_value, new_value, changed_by, changed_at
+FROM settings_audit
+WHERE ($1::varchar IS NULL OR setting_key = $1)
+  AND ($3::bigint IS NULL OR id < $3)
+ORDER BY id DESC
+LIMIT $2
+"""
+
+# ------------------------------------------------------------------ one SMS
+
+SMS_DETAIL: Final = """
+SELECT i.uuid, i.sender_number, i.sms_message, i.received_timestamp, i.created_at, i.source,
+       i.client_event_id,
+       m.uuid IS NOT NULL AS judged,
+       m.blacklist_check, m.duplicate_check, m.header_check, m.hash_length_check,
+       m.mobile_check, m.time_window_check,
+       m.overall_status, m.failed_at_check, m.batch_id, m.retry_count,
+       m.processing_started_at, m.processing_completed_at,
+       o.uuid IS NOT NULL AS forwarded,
+       o.sender_number AS out_sender_number, o.sms_message AS out_sms_message,
+       o.validation_status AS out_validation_status,
+       o.forwarded_timestamp AS out_forwarded_timestamp, o.created_at AS out_created_at
+FROM input_sms i
+LEFT JOIN sms_monitor m ON m.uuid = i.uuid
+LEFT JOIN out_sms o ON o.uuid = i.uuid
+WHERE i.uuid = $1
+"""
+
+# contracts §6: one statement, only from 'error'; retry_count is kept.
+REQUEUE: Final = """
+UPDATE sms_monitor
+SET overall_status = 'pending',
+    blacklist_check = 0, duplicate_check = 0, header_check = 0, hash_length_check = 0,
+    mobile_check = 0, time_window_check = 0,
+    failed_at_check = NULL
+WHERE uuid = $1 AND overall_status = 'error'
+RETURNING uuid, overall_status, retry_count
+"""
+
+# Why a requeue was refused: the SMS does not exist, or its status (NULL = not judged yet).
+SMS_STATUS: Final = """
+SELECT i.uuid, m.overall_status, m.uuid IS NOT NULL AS judged
+FROM input_sms i LEFT JOIN sms_monitor m ON m.uuid = i.uuid
+WHERE i.uuid = $1
+"""
+
+# ------------------------------------------------------------------ blacklist
+
+# Keyset paging in byte order over idx_blacklist_sender_bytes; $1 is a LIKE pattern (the escaped
+# prefix followed by %), $2 the last sender of the previous page.
+BLACKLIST_PAGE: Final = """
+SELECT b.sender_number, b.blacklisted_at, b.reason, b.message_count,
+       c.message_count AS current_count
+FROM blacklist_sms b
+LEFT JOIN count_sms c ON c.sender_number = b.sender_number
+WHERE ($1::text IS NULL OR (b.sender_number COLLATE "C") LIKE $1)
+  AND ($2::text IS NULL OR (b.sender_number COLLATE "C") > $2)
+ORDER BY (b.sender_number COLLATE "C")
+LIMIT $3
+"""
+
+BLACKLIST_REMOVE: Final = """
+DELETE FROM blacklist_sms WHERE sender_number = $1
+RETURNING sender_number, blacklisted_at, reason, message_count
+"""
+
+# The sender starts again as a new sender: the blacklist check's upsert recreates the row at 1.
+COUNT_REMOVE: Final = """
+DELETE FROM count_sms WHERE sender_number = $1 RETURNING message_count
+"""
+
+# ------------------------------------------------------------------ stats
+
+# Kept exact by the triggers of 0007; a few dozen rows whatever the size of sms_monitor.
+STATUS_COUNTS: Final = """
+SELECT overall_status, sum(sms_count)::bigint AS sms_count
+FROM sms_status_counts
+GROUP BY overall_status
+"""
+
+CHECKPOINT: Final = """
+SELECT setting_value FROM system_settings WHERE setting_key = 'last_processed_uuid'
+"""
+
+# Rows after the checkpoint, counted up to $2 + 1 (an index-only range scan of the primary key;
+# the cap keeps a huge backlog from making /stats slow: the answer then says "at least").
+BACKLOG_AFTER_CHECKPOINT: Final = """
+SELECT count(*) FROM (SELECT 1 FROM input_sms WHERE uuid > $1 LIMIT $2 + 1) AS after_checkpoint
+"""
+
+# UUIDv7 order is arrival order: the first row after the checkpoint is the oldest unprocessed.
+OLDEST_AFTER_CHECKPOINT: Final = """
+SELECT created_at FROM input_sms WHERE uuid > $1 ORDER BY uuid LIMIT 1
+"""
+
+# Requeued SMS (pending again) also wait; they are few and idx_overall_status finds them.
+OLDEST_PENDING: Final = """
+SELECT min(i.created_at)
+FROM sms_monitor m JOIN input_sms i ON i.uuid = m.uuid
+WHERE m.overall_status = 'pending'
+"""
+
+# Judged in the last minute: an index range scan of idx_processing_started.
+PROCESSED_LAST_MINUTE: Final = """
+SELECT count(*) FROM sms_monitor
+WHERE processing_started_at >= now() - interval '60 seconds'
+  AND processing_completed_at IS NOT NULL
+"""
+
+# Received in the last minute: an index range scan of idx_created_at.
+RECEIVED_LAST_MINUTE: Final = """
+SELECT count(*) FROM input_sms WHERE created_at >= now() - interval '60 seconds'
+"""
+
+DATABASE_NOW: Final = "SELECT now()"

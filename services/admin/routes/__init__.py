@@ -1,0 +1,1 @@
+"""The admin API by subject: settings, one SMS, blacklist, stats."""
