@@ -21,8 +21,9 @@ from checks.base import Check, CheckSecrets, ConfigurationAware
 from checks.errors import DuplicateCheckError, InvalidCheckNameError, UnknownCheckError
 from sms_gateway.settings import RuntimeSettings
 
-# A check's name is the prefix of its sms_monitor column (`<name>_check`).
-_CHECK_NAME: Final = re.compile(r"[a-z][a-z0-9_]*")
+# A check's name is the prefix of its sms_monitor column (`<name>_check`) and fits in
+# sms_monitor.failed_at_check, VARCHAR(20).
+_CHECK_NAME: Final = re.compile(r"[a-z][a-z0-9_]{0,19}")
 
 
 class CheckRegistry(Mapping[str, Check]):

@@ -42,8 +42,8 @@ class InvalidCheckNameError(CheckRegistryError):
     def __init__(self, name: str) -> None:
         self.name = name
         super().__init__(
-            f"check name {name!r} must be lower case letters, digits and underscores, "
-            "starting with a letter (it is the prefix of a sms_monitor column)"
+            f"check name {name!r} must be 1 to 20 lower case letters, digits and underscores, "
+            "starting with a letter (it names a sms_monitor column and fits failed_at_check)"
         )
 
 

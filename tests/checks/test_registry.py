@@ -78,11 +78,17 @@ class _Named:
         raise AssertionError("never called")
 
 
-@pytest.mark.parametrize("name", ["", "Header", "1st", "drop table", "a-b", "é"])
+@pytest.mark.parametrize(
+    "name", ["", "Header", "1st", "drop table", "a-b", "é", "x" * 21, "time_window;--"])
 def test_a_name_unfit_for_a_column_is_refused(name: str) -> None:
     check: Check = _Named(name)  # type: ignore[assignment]
     with pytest.raises(InvalidCheckNameError):
         build_registry([check])
+
+
+def test_a_name_of_twenty_characters_fits() -> None:
+    check: Check = _Named("a" * 20)  # type: ignore[assignment]
+    assert list(build_registry([check])) == ["a" * 20]
 
 
 def test_settings_validation_uses_the_registry_names() -> None:
