@@ -1,0 +1,239 @@
+"""What the receiver accepts: strict on shape, lenient on content (SPEC §4.1).
+
+A request is refused only when its row cannot be stored as sent: a missing or mistyped field, an
+empty or too long message, a sender that is empty or longer than 15 characters once normalised,
+a time without a UTC offset, text PostgreSQL cannot hold (NUL, lone surrogates). Everything else,
+however odd it looks, is stored verbatim for the validator to judge. Every item is validated
+completely here, before it joins a group commit, so that one bad row never fails its neighbours.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Final
+
+from services.receiver.errors import InvalidSms, Problem
+from services.receiver.sender import MAX_SENDER_LENGTH, normalise_sender
+
+MAX_BODY_BYTES: Final = 64 * 1024
+MAX_BATCH_ITEMS: Final = 1000
+MAX_BATCH_BODY_BYTES: Final = 16 * 1024 * 1024
+MAX_IDEMPOTENCY_KEY_LENGTH: Final = 64
+SMS_FIELDS: Final = ("sender_number", "sms_message", "received_timestamp")
+TIMESTAMP_RULE: Final = (
+    "must be an ISO 8601 date and time with a UTC offset, e.g. 2024-06-22T15:46:11+07:00")
+
+
+@dataclass(frozen=True, slots=True)
+class IncomingSms:
+    """One SMS ready to store: every field valid for its column."""
+
+    sender_number: str
+    sms_message: str
+    received_timestamp: datetime  # aware, in UTC
+    source: str
+    client_event_id: str | None
+
+
+def parse_json_body(body: bytes) -> Any:
+    """The JSON document of a request body; invalid UTF-8 and malformed JSON are refused."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidSms([Problem("body", f"must be UTF-8; invalid byte at offset {exc.start}")]) \
+            from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InvalidSms([Problem(
+            "body", f"must be JSON; {exc.msg} at line {exc.lineno} column {exc.colno}")]) from None
+
+
+def storable_text_problem(value: str) -> str | None:
+    """Why PostgreSQL TEXT cannot hold `value` as given, or None when it can."""
+    position = value.find("\x00")
+    if position >= 0:
+        return (f"must not contain the NUL character (U+0000, at position {position}): "
+                "PostgreSQL text cannot store it")
+    for position, character in enumerate(value):
+        if "\ud800" <= character <= "\udfff":
+            return (f"must be valid Unicode: lone surrogate U+{ord(character):04X} "
+                    f"at position {position}")
+    return None
+
+
+def parse_timestamp(value: Any, field: str) -> datetime | Problem:
+    """An ISO 8601 time with a UTC offset, as an aware datetime in UTC."""
+    if not isinstance(value, str):
+        return Problem(field, f"{TIMESTAMP_RULE}; got {_json_type(value)}")
+    try:
+        moment = datetime.fromisoformat(value.strip())
+    except ValueError:
+        return Problem(field, f"{TIMESTAMP_RULE}; got {value[:40]!r}")
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        return Problem(field, "must have a UTC offset (Z or ±hh:mm): a time without one is "
+                              f"ambiguous; got {value[:40]!r}")
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        return Problem(field, f"must be a time between years 1 and 9999 in UTC; got {value[:40]!r}")
+
+
+def build_sms(
+    sender_number: Any,
+    sms_message: Any,
+    received_timestamp: datetime | Any,
+    *,
+    max_message_length: int,
+    source: str,
+    client_event_id: str | None,
+    index: int | None = None,
+    field_names: tuple[str, str, str] = SMS_FIELDS,
+) -> IncomingSms | list[Problem]:
+    """Validate the three fields of one SMS; the problems name each field as the client sent it
+    (`field_names`: the adapters' payloads use their own names)."""
+    sender_field, message_field, time_field = field_names
+    sender = _sender(sender_number, sender_field, index)
+    message = _message(sms_message, message_field, max_message_length, index)
+    problems = [p for p in (sender, message) if isinstance(p, Problem)]
+
+    if isinstance(received_timestamp, datetime):
+        moment: datetime | Problem = received_timestamp
+    else:
+        moment = parse_timestamp(received_timestamp, time_field)
+    if isinstance(moment, Problem):
+        problems.append(Problem(moment.field, moment.rule, index))
+
+    if problems:
+        return problems
+    assert isinstance(sender, str)
+    assert isinstance(message, str)
+    assert isinstance(moment, datetime)
+    return IncomingSms(sender, message, moment, source, client_event_id)
+
+
+def _sender(value: Any, field: str, index: int | None) -> str | Problem:
+    if not isinstance(value, str):
+        return Problem(field, f"must be a string; got {_json_type(value)}", index)
+    if (why := storable_text_problem(value)) is not None:
+        return Problem(field, why, index)
+    sender = normalise_sender(value)
+    if not sender:
+        return Problem(field, "must not be empty after normalisation", index)
+    if len(sender) > MAX_SENDER_LENGTH:
+        return Problem(field, f"must be at most {MAX_SENDER_LENGTH} characters after "
+                              f"normalisation; got {len(sender)} ({sender[:40]!r})", index)
+    return sender
+
+
+def _message(value: Any, field: str, max_length: int, index: int | None) -> str | Problem:
+    if not isinstance(value, str):
+        return Problem(field, f"must be a string; got {_json_type(value)}", index)
+    if not value:
+        return Problem(field, "must not be empty", index)
+    if len(value) > max_length:
+        return Problem(field, f"must be at most {max_length} characters (max_message_length); "
+                              f"got {len(value)}", index)
+    if (why := storable_text_problem(value)) is not None:
+        return Problem(field, why, index)
+    return value
+
+
+def sms_from_json(
+    document: Any,
+    *,
+    max_message_length: int,
+    source: str,
+    client_event_id: str | None,
+    index: int | None = None,
+) -> IncomingSms | list[Problem]:
+    """One `{"sender_number", "sms_message", "received_timestamp"}` object; unknown fields are
+    refused, so that a misspelt field is reported rather than silently dropped."""
+    if not isinstance(document, dict):
+        where = "body" if index is None else "item"
+        return [Problem(where, f"must be a JSON object; got {_json_type(document)}", index)]
+    problems = [Problem(name, "is required", index) for name in SMS_FIELDS if name not in document]
+    problems += [Problem(name, "is not a known field", index)
+                 for name in document if name not in SMS_FIELDS]
+    if problems:
+        return problems
+    return build_sms(
+        document["sender_number"], document["sms_message"], document["received_timestamp"],
+        max_message_length=max_message_length, source=source, client_event_id=client_event_id,
+        index=index,
+    )
+
+
+def single_sms(
+    document: Any, *, max_message_length: int, source: str, client_event_id: str | None
+) -> IncomingSms:
+    result = sms_from_json(document, max_message_length=max_message_length, source=source,
+                           client_event_id=client_event_id)
+    if isinstance(result, list):
+        raise InvalidSms(result)
+    return result
+
+
+def sms_batch(
+    document: Any, *, max_message_length: int, source: str, batch_key: str | None
+) -> list[IncomingSms]:
+    """Every item of a batch, or `InvalidSms` naming the index and field of each problem."""
+    if not isinstance(document, list):
+        raise InvalidSms([Problem("body", f"must be a JSON list; got {_json_type(document)}")])
+    if not document:
+        raise InvalidSms([Problem("body", "must hold at least one SMS")])
+    if len(document) > MAX_BATCH_ITEMS:
+        raise InvalidSms([Problem(
+            "body", f"must hold at most {MAX_BATCH_ITEMS} SMS; got {len(document)}")])
+    accepted: list[IncomingSms] = []
+    problems: list[Problem] = []
+    for index, item in enumerate(document):
+        result = sms_from_json(
+            item, max_message_length=max_message_length, source=source,
+            client_event_id=batch_item_key(batch_key, index), index=index,
+        )
+        if isinstance(result, list):
+            problems += result
+        else:
+            accepted.append(result)
+    if problems:
+        raise InvalidSms(problems)
+    return accepted
+
+
+# A batch's Idempotency-Key names the whole batch; item i is stored under "<key>#<i>" (source
+# api-batch), so the longest item key, "#999", must still fit client_event_id's 64 characters.
+MAX_BATCH_KEY_LENGTH: Final = MAX_IDEMPOTENCY_KEY_LENGTH - len(f"#{MAX_BATCH_ITEMS - 1}")
+
+
+def batch_item_key(batch_key: str | None, index: int) -> str | None:
+    return None if batch_key is None else f"{batch_key}#{index}"
+
+
+def idempotency_key(value: str | None, *, max_length: int = MAX_IDEMPOTENCY_KEY_LENGTH,
+                    field: str = "Idempotency-Key") -> str | None:
+    """A client's delivery key: 1 to `max_length` visible ASCII characters."""
+    if value is None:
+        return None
+    if not 1 <= len(value) <= max_length:
+        raise InvalidSms([Problem(field, f"must be 1 to {max_length} characters; "
+                                         f"got {len(value)}")])
+    if not all("!" <= character <= "~" for character in value):
+        raise InvalidSms([Problem(field, "must be visible ASCII characters (no spaces)")])
+    return value
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "a list"
+    return "an object"
