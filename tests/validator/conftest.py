@@ -1,0 +1,200 @@
+"""Fixtures of the validator's tests: the service roles' pools through pgbouncer, an engine on
+the test's database and Redis, and helpers to make SMS and read back every table."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+import pytest
+import redis.asyncio as aioredis
+
+import checks
+from checks.base import Check, CheckSecrets
+from services.validator.batch import BatchOutcome, BatchRunner
+from services.validator.engine import Engine
+from services.validator.index import MARKER_KEY, SET_KEY
+from sms_gateway import db
+from sms_gateway.redis import RedisLink
+from sms_gateway.settings import SettingsStore
+from tests.conftest import TEST_REDIS_DB, FreshDatabase, Infra
+
+# Senders whose numbers libphonenumber judges valid (UK mobile range 07911).
+SENDERS = tuple(f"447911123{n:03d}" for n in range(400))
+
+
+def valid_message(sender: str) -> str:
+    """A message that passes every check with the default settings and no secrets."""
+    return f"ABC 0123456789abcdef +{sender}"
+
+
+def invalid_message(sender: str) -> str:
+    return f"abc 0123456789abcdef +{sender}"  # lower-case header: fails `header`
+
+
+@dataclass(frozen=True)
+class NewSms:
+    sender_number: str
+    sms_message: str
+    received_timestamp: datetime | None = None
+
+
+@pytest.fixture
+async def validator_pool(database: FreshDatabase) -> AsyncIterator[asyncpg.Pool]:
+    pool = await db.create_pool(database.url("sms_validator"), min_size=0, max_size=8)
+    try:
+        yield pool
+    finally:
+        await db.close_pool(pool)
+
+
+@pytest.fixture
+async def receiver_pool(database: FreshDatabase) -> AsyncIterator[asyncpg.Pool]:
+    pool = await db.create_pool(database.url("sms_receiver"), min_size=0, max_size=4)
+    try:
+        yield pool
+    finally:
+        await db.close_pool(pool)
+
+
+@pytest.fixture
+async def redis_link(infra: Infra) -> AsyncIterator[RedisLink]:
+    link = RedisLink(password=infra.redis_password, db=TEST_REDIS_DB)
+    try:
+        yield link
+    finally:
+        await link.close()
+
+
+async def insert_sms(pool: asyncpg.Pool, sms: Sequence[NewSms]) -> list[UUID]:
+    """Store SMS as the receiver does (one transaction; uuids from the database)."""
+    now = datetime.now(UTC)
+    async with db.transaction(pool) as connection:
+        rows = await connection.fetch(
+            "INSERT INTO input_sms (sender_number, sms_message, received_timestamp) "
+            "SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[]) RETURNING uuid",
+            [s.sender_number for s in sms], [s.sms_message for s in sms],
+            [s.received_timestamp or now for s in sms])
+    return sorted(row["uuid"] for row in rows)
+
+
+async def set_settings(pool: asyncpg.Pool, values: Mapping[str, str]) -> None:
+    async with db.transaction(pool) as connection:
+        await connection.executemany(
+            "UPDATE system_settings SET setting_value = $2, updated_at = now() "
+            "WHERE setting_key = $1", list(values.items()))
+
+
+def make_runner(
+    pool: asyncpg.Pool,
+    link: RedisLink,
+    checks_by_name: Mapping[str, Check] | None = None,
+    *,
+    secrets: CheckSecrets | None = None,
+) -> BatchRunner:
+    registry = checks.REGISTRY if checks_by_name is None else checks_by_name
+    return BatchRunner(pool, link, registry, secrets or CheckSecrets(),
+                       SettingsStore(known_checks=registry), settle_margin=0.01)
+
+
+def make_engine(
+    pool: asyncpg.Pool,
+    link: RedisLink,
+    checks_by_name: Mapping[str, Check] | None = None,
+) -> Engine:
+    registry = checks.REGISTRY if checks_by_name is None else checks_by_name
+    return Engine(pool, link, registry, CheckSecrets(), poll_interval=0.02,
+                  sweep_interval=0.3, settle_margin=0.01)
+
+
+async def drain(runner: BatchRunner, *, kind: str = "batch") -> list[BatchOutcome]:
+    """Run batches until one finds nothing (the settle margin is tiny in tests)."""
+    outcomes: list[BatchOutcome] = []
+    await asyncio.sleep(0.02)
+    while True:
+        outcome = await runner.run("batch" if kind == "batch" else "sweep")
+        if outcome.size == 0:
+            return outcomes
+        outcomes.append(outcome)
+
+
+@contextlib.asynccontextmanager
+async def running(engine: Engine) -> AsyncIterator[asyncio.Task[None]]:
+    task = asyncio.create_task(engine.run())
+    try:
+        yield task
+    finally:
+        await engine.stop()
+        await asyncio.wait_for(task, 30)
+
+
+async def wait_for(
+    condition: Callable[[], Awaitable[bool]], *, within: float = 60.0, what: str = "condition"
+) -> None:
+    deadline = asyncio.get_running_loop().time() + within
+    while not await condition():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+async def all_judged(pool: asyncpg.Pool) -> bool:
+    async with db.transaction(pool, readonly=True) as connection:
+        missing = await connection.fetchval(
+            "SELECT count(*) FROM input_sms i WHERE NOT EXISTS (SELECT FROM sms_monitor m "
+            "WHERE m.uuid = i.uuid AND m.overall_status <> 'pending')")
+    return int(missing) == 0
+
+
+CHECK_COLUMNS = ", ".join(f"{name}_check" for name in checks.REGISTRY)
+
+
+async def final_state(pool: asyncpg.Pool) -> dict[str, Any]:
+    """Every table the engine writes, minus batch ids and times (owner pool)."""
+    async with db.transaction(pool, readonly=True) as connection:
+        monitor = await connection.fetch(
+            f"SELECT uuid, {CHECK_COLUMNS}, overall_status, failed_at_check, retry_count "
+            "FROM sms_monitor ORDER BY uuid")
+        out = await connection.fetch(
+            "SELECT uuid, sender_number, sms_message FROM out_sms ORDER BY uuid")
+        counts = await connection.fetch(
+            "SELECT sender_number, message_count FROM count_sms ORDER BY sender_number")
+        blacklist = await connection.fetch(
+            "SELECT sender_number, reason, message_count FROM blacklist_sms "
+            "ORDER BY sender_number")
+    return {
+        "sms_monitor": [tuple(r) for r in monitor],
+        "out_sms": [tuple(r) for r in out],
+        "count_sms": [tuple(r) for r in counts],
+        "blacklist_sms": [tuple(r) for r in blacklist],
+    }
+
+
+async def redis_senders(client: aioredis.Redis) -> set[str]:
+    members = await client.smembers(SET_KEY)
+    return {m if isinstance(m, str) else m.decode() for m in members}
+
+
+async def out_sms_senders(pool: asyncpg.Pool) -> set[str]:
+    async with db.transaction(pool, readonly=True) as connection:
+        rows = await connection.fetch("SELECT DISTINCT sender_number FROM out_sms")
+    return {row["sender_number"] for row in rows}
+
+
+async def redis_marker(client: aioredis.Redis) -> int | None:
+    value = await client.get(MARKER_KEY)
+    return int(value) if value is not None else None
+
+
+def stream(pairs: Iterable[tuple[str, bool]]) -> list[NewSms]:
+    return [NewSms(s, valid_message(s) if ok else invalid_message(s)) for s, ok in pairs]
+
+
+def late(seconds: float) -> datetime:
+    return datetime.now(UTC) - timedelta(seconds=seconds)

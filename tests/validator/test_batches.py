@@ -1,0 +1,274 @@
+"""The pipeline and the batch transaction (SPEC §5.2, §5.3 state, §6.3, §6.4) against real
+PostgreSQL through pgbouncer and real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+from typing import Final
+from uuid import UUID
+
+import asyncpg
+import pytest
+import redis.asyncio as aioredis
+
+import checks
+from checks.base import CheckContext, CheckResult, IncomingSms
+from sms_gateway import db
+from sms_gateway.redis import RedisLink
+from tests.validator.conftest import (
+    SENDERS,
+    NewSms,
+    drain,
+    final_state,
+    insert_sms,
+    make_runner,
+    out_sms_senders,
+    redis_marker,
+    redis_senders,
+    set_settings,
+    stream,
+    valid_message,
+)
+
+ALL_PASS: Final = (1, 1, 1, 1, 1, 1)
+
+
+async def monitor_row(pool: asyncpg.Pool, uuid: UUID) -> asyncpg.Record:
+    async with db.transaction(pool, readonly=True) as connection:
+        row = await connection.fetchrow("SELECT * FROM sms_monitor WHERE uuid = $1", uuid)
+    assert row is not None
+    return row
+
+
+async def checkpoint(pool: asyncpg.Pool) -> UUID:
+    async with db.transaction(pool, readonly=True) as connection:
+        return UUID(await connection.fetchval(
+            "SELECT setting_value FROM system_settings WHERE setting_key = 'last_processed_uuid'"))
+
+
+async def test_valid_sms_is_forwarded_once_and_its_sender_indexed(
+    validator_pool: asyncpg.Pool, receiver_pool: asyncpg.Pool, owner_pool: asyncpg.Pool,
+    redis_link: RedisLink, redis_client: aioredis.Redis,
+) -> None:
+    sender = SENDERS[0]
+    uuids = await insert_sms(receiver_pool, stream([(sender, True), (sender, True)]))
+    outcomes = await drain(make_runner(validator_pool, redis_link))
+    assert len(outcomes) == 1
+    first, second = [await monitor_row(owner_pool, u) for u in uuids]
+    assert first["overall_status"] == "valid"
+    assert tuple(first[f"{n}_check"] for n in checks.REGISTRY) == ALL_PASS
+    assert first["batch_id"] is not None
+    assert first["processing_started_at"] <= first["processing_completed_at"]
+    # The second SMS of the sender in the same batch sees the first forwarded.
+    assert second["overall_status"] == "invalid"
+    assert second["failed_at_check"] == "duplicate"
+    assert (second["blacklist_check"], second["duplicate_check"], second["header_check"]) == (
+        1, 2, 0)
+    state = await final_state(owner_pool)
+    assert state["out_sms"] == [(uuids[0], sender, valid_message(sender))]
+    assert state["count_sms"] == [(sender, 2)]
+    assert await redis_senders(redis_client) == {sender}
+    assert await redis_marker(redis_client) == 1
+    assert await checkpoint(owner_pool) == uuids[-1]
+
+
+async def test_threshold_blacklists_across_batches(
+    validator_pool: asyncpg.Pool, receiver_pool: asyncpg.Pool, owner_pool: asyncpg.Pool,
+    redis_link: RedisLink, redis_client: aioredis.Redis,
+) -> None:
+    await set_settings(owner_pool, {"batch_size": "3"})
+    sender = SENDERS[1]
+    uuids = await insert_sms(receiver_pool, stream([(sender, False)] * 12))
+    outcomes = await drain(make_runner(validator_pool, redis_link))
+    assert [o.size for o in outcomes] == [3, 3, 3, 3]
+    rows = [await monitor_row(owner_pool, u) for u in uuids]
+    assert [r["blacklist_check"] for r in rows] == [1] * 10 + [2, 2]
+    assert [r["failed_at_check"] for r in rows] == ["header"] * 10 + ["blacklist"] * 2
+    state = await final_state(owner_pool)
+    assert state["count_sms"] == [(sender, 12)]
+    assert state["blacklist_sms"] == [(sender, "threshold_exceeded", 12)]
+    assert state["out_sms"] == []
+
+
+async def test_disabled_and_unlisted_checks(
+    validator_pool: asyncpg.Pool, receiver_pool: asyncpg.Pool, owner_pool: asyncpg.Pool,
+    redis_link: RedisLink, redis_client: aioredis.Redis,
+) -> None:
+    enabled = dict.fromkeys(checks.REGISTRY, True) | {"header": False}
+    await set_settings(owner_pool, {
+        "check_sequence": json.dumps(["header", "mobile", "blacklist"]),
+        "check_enabled": json.dumps(enabled),
+    })
+    sender = SENDERS[2]
+    [uuid] = await insert_sms(receiver_pool, stream([(sender, False)]))
+    await drain(make_runner(validator_pool, redis_link))
+    row = await monitor_row(owner_pool, uuid)
+    # header disabled records 3 and the pipeline goes on; unlisted checks stay 0.
+    assert (row["header_check"], row["mobile_check"], row["blacklist_check"]) == (3, 1, 1)
+    assert (row["duplicate_check"], row["hash_length_check"], row["time_window_check"]) == (
+        0, 0, 0)
+    assert row["overall_status"] == "valid"
+
+    await set_settings(owner_pool, {"check_enabled": json.dumps(
+        dict.fromkeys(checks.REGISTRY, False))})
+    [skipped] = await insert_sms(receiver_pool, stream([(SENDERS[3], True)]))
+    await drain(make_runner(validator_pool, redis_link))
+    row = await monitor_row(owner_pool, skipped)
+    assert row["overall_status"] == "skipped"
+    assert await out_sms_senders(owner_pool) == {sender}
+
+
+class Flaky:
+    """A check that raises for one sender until it is fixed."""
+
+    name = "header"
+
+    def __init__(self, poisoned: str) -> None:
+        self.poisoned = poisoned
+        self.calls = 0
+
+    def __call__(self, sms: IncomingSms, context: CheckContext) -> CheckResult:
+        if sms.sender_number == self.poisoned:
+            self.calls += 1
+            raise RuntimeError("a bug in the check")
+        return checks.REGISTRY["header"](sms, context)
+
+
+async def test_a_raising_check_marks_error_without_side_effects_and_requeue_counts_once(
+    validator_pool: asyncpg.Pool, receiver_pool: asyncpg.Pool, owner_pool: asyncpg.Pool,
+    redis_link: RedisLink, redis_client: aioredis.Redis,
+) -> None:
+    poisoned, other = SENDERS[4], SENDERS[5]
+    flaky = Flaky(poisoned)
+    registry = dict(checks.REGISTRY) | {"header": flaky}
+    uuids = await insert_sms(receiver_pool, stream([(poisoned, True), (other, True)]))
+    runner = make_runner(validator_pool, redis_link, registry)
+    await drain(runner)
+    bad = await monitor_row(owner_pool, uuids[0])
+    assert bad["overall_status"] == "error"
+    assert bad["failed_at_check"] == "header"
+    assert bad["retry_count"] == 3 == flaky.calls  # max_database_retries attempts
+    assert (await monitor_row(owner_pool, uuids[1]))["overall_status"] == "valid"
+    state = await final_state(owner_pool)
+    assert state["count_sms"] == [(other, 1)]  # the error SMS left no count
+    assert await checkpoint(owner_pool) == uuids[1]
+
+    # The admin's requeue (contracts §6), then the check is fixed: the sweeper processes it once.
+    async with db.transaction(owner_pool) as connection:
+        await connection.execute(
+            "UPDATE sms_monitor SET overall_status = 'pending', blacklist_check = 0, "
+            "duplicate_check = 0, header_check = 0, hash_length_check = 0, mobile_check = 0, "
+            "time_window_check = 0, failed_at_check = NULL WHERE uuid = $1 "
+            "AND overall_status = 'error'", uuids[0])
+    flaky.poisoned = "nobody"
+    sweeps = await drain(runner, kind="sweep")
+    assert [(o.size, o.requeued) for o in sweeps] == [(1, 1)]
+    again = await monitor_row(owner_pool, uuids[0])
+    assert again["overall_status"] == "valid"
+    assert again["retry_count"] == 3
+    assert await drain(runner, kind="sweep") == []
+    state = await final_state(owner_pool)
+    assert state["count_sms"] == [(poisoned, 1), (other, 1)]
+    assert await redis_senders(redis_client) == {poisoned, other}
+
+
+async def test_redis_loss_is_rebuilt_and_a_lagging_index_caught_up(
+    validator_pool: asyncpg.Pool, receiver_pool: asyncpg.Pool, owner_pool: asyncpg.Pool,
+    redis_link: RedisLink, redis_client: aioredis.Redis,
+) -> None:
+    runner = make_runner(validator_pool, redis_link)
+    await insert_sms(receiver_pool, stream((s, True) for s in SENDERS[:30]))
+    await drain(runner)
+    await redis_client.flushdb()
+    # The same senders again: each must be judged a duplicate from the rebuilt set.
+    await insert_sms(receiver_pool, stream((s, True) for s in SENDERS[:30]))
+    await drain(runner)
+    assert await redis_senders(redis_client) == set(SENDERS[:30])
+    # A crash between commit and write-through: Redis lacks the last senders, marker behind.
+    await insert_sms(receiver_pool, stream((s, True) for s in SENDERS[30:40]))
+    await drain(runner)
+    await redis_client.srem("out_sms_numbers", *SENDERS[30:40])
+    await redis_client.set("out_sms_numbers:seq", 30)
+    await insert_sms(receiver_pool, stream((s, True) for s in SENDERS[30:45]))
+    await drain(runner)
+    state = await final_state(owner_pool)
+    forwarded = [row[1] for row in state["out_sms"]]
+    assert sorted(forwarded) == sorted(SENDERS[:45])  # one row per sender, never two
+    assert await redis_senders(redis_client) == set(SENDERS[:45])
+    assert await redis_marker(redis_client) == 45
+
+
+async def test_settings_take_effect_within_one_batch(
+    validator_pool: asyncpg.Pool, receiver_pool: asyncpg.Pool, owner_pool: asyncpg.Pool,
+    redis_link: RedisLink, redis_client: aioredis.Redis,
+) -> None:
+    runner = make_runner(validator_pool, redis_link)
+    await insert_sms(receiver_pool, stream((s, True) for s in SENDERS[:40]))
+    await set_settings(owner_pool, {"batch_size": "7"})
+    assert (await runner.run("batch")).size == 7
+    await set_settings(owner_pool, {"batch_size": "3", "maintenance_mode": "true"})
+    paused = await runner.run("batch")
+    assert (paused.paused, paused.size) == ("maintenance", 0)
+    await set_settings(owner_pool, {"maintenance_mode": "false",
+                                    "check_sequence": json.dumps(["header", "blacklist"])})
+    outcome = await runner.run("batch")
+    assert outcome.size == 3
+    assert all(list(v.results) == ["header", "blacklist"] for v in outcome.verdicts)
+    await set_settings(owner_pool, {"check_enabled": json.dumps(
+        dict.fromkeys(checks.REGISTRY, True) | {"header": False})})
+    outcome = await runner.run("batch")
+    assert all(v.results["header"] is CheckResult.SKIPPED for v in outcome.verdicts)
+    await set_settings(owner_pool, {"log_level": "WARNING"})
+    await runner.run("batch")
+    assert logging.getLogger().level == logging.WARNING
+    logging.getLogger().setLevel(logging.INFO)
+
+
+async def test_an_operators_blacklist_row_keeps_its_reason(
+    validator_pool: asyncpg.Pool, receiver_pool: asyncpg.Pool, owner_pool: asyncpg.Pool,
+    redis_link: RedisLink, redis_client: aioredis.Redis,
+) -> None:
+    sender = SENDERS[6]
+    async with db.transaction(owner_pool) as connection:
+        await connection.execute(
+            "INSERT INTO blacklist_sms (sender_number, reason, message_count) "
+            "VALUES ($1, 'fraud', 0)", sender)
+    await set_settings(owner_pool, {"blacklist_threshold": "1"})
+    uuids = await insert_sms(receiver_pool, [NewSms(sender, valid_message(sender))] * 2)
+    await drain(make_runner(validator_pool, redis_link))
+    assert [(await monitor_row(owner_pool, u))["failed_at_check"] for u in uuids] == [
+        "blacklist", "blacklist"]
+    state = await final_state(owner_pool)
+    assert state["blacklist_sms"] == [(sender, "fraud", 2)]
+
+
+@pytest.mark.parametrize("workers", [1, 3])
+async def test_two_runners_at_once_equal_one(
+    validator_pool: asyncpg.Pool, receiver_pool: asyncpg.Pool, owner_pool: asyncpg.Pool,
+    redis_link: RedisLink, redis_client: aioredis.Redis, workers: int,
+) -> None:
+    rng = random.Random(workers)
+    senders = SENDERS[:25]
+    await set_settings(owner_pool, {"batch_size": "9", "blacklist_threshold": "4"})
+    sms = [NewSms(s, valid_message(s) if rng.random() < 0.7 else "bad") for s in
+           (rng.choice(senders) for _ in range(300))]
+    await insert_sms(receiver_pool, sms)
+    runners = [make_runner(validator_pool, redis_link) for _ in range(workers + 1)]
+    await asyncio.gather(*(drain(r) for r in runners))
+    concurrent = await final_state(owner_pool)
+
+    # The same stream, one SMS at a time, on a clean slate.
+    async with db.transaction(owner_pool) as connection:
+        await connection.execute(
+            "TRUNCATE sms_monitor, out_sms, count_sms, blacklist_sms; "
+            "UPDATE system_settings SET setting_value = '00000000-0000-0000-0000-000000000000' "
+            "WHERE setting_key = 'last_processed_uuid'")
+    await redis_client.flushdb()
+    await set_settings(owner_pool, {"batch_size": "1"})
+    await drain(make_runner(validator_pool, redis_link))
+    sequential = await final_state(owner_pool)
+    assert concurrent == sequential
+    assert await redis_senders(redis_client) == await out_sms_senders(owner_pool)
