@@ -7,10 +7,12 @@ import logging
 import secrets
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from uuid import UUID, uuid4
 
 import asyncpg
 import httpx
 import pytest
+from fastapi import FastAPI
 
 from services.admin.app import create_app
 from services.admin.config import AdminConfig
@@ -59,9 +61,14 @@ def restore_log_level() -> Iterator[None]:
 
 
 @pytest.fixture
-async def admin(admin_config: AdminConfig) -> AsyncIterator[httpx.AsyncClient]:
+def admin_app(admin_config: AdminConfig) -> FastAPI:
+    return create_app(admin_config)
+
+
+@pytest.fixture
+async def admin(admin_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     """A client of a running admin app (lifespan entered), without credentials."""
-    app = create_app(admin_config)
+    app = admin_app
     async with (
         app.router.lifespan_context(app),
         httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
@@ -86,3 +93,45 @@ async def stored_settings(pool: asyncpg.Pool) -> dict[str, str]:
     async with pool.acquire() as connection, connection.transaction():
         rows = await connection.fetch("SELECT setting_key, setting_value FROM system_settings")
     return {row["setting_key"]: row["setting_value"] for row in rows}
+
+
+CHECK_COLUMNS = ("blacklist", "duplicate", "header", "hash_length", "mobile", "time_window")
+
+
+async def insert_sms(
+    pool: asyncpg.Pool,
+    sender_number: str,
+    sms_message: str = "ACME 0123456789abcdef +447700900123",
+    *,
+    overall_status: str | None = None,
+    results: dict[str, int] | None = None,
+    failed_at_check: str | None = None,
+    retry_count: int = 0,
+    forwarded: bool = False,
+    processed_ago_seconds: float = 1.0,
+) -> UUID:
+    """One SMS as the receiver stores it and, with `overall_status`, as the validator judged
+    it (`forwarded`: with its out_sms row). Written as the schema owner."""
+    async with pool.acquire() as connection, connection.transaction():
+        sms_uuid: UUID = await connection.fetchval(
+            "INSERT INTO input_sms (sender_number, sms_message, received_timestamp) "
+            "VALUES ($1, $2, now() - interval '2 seconds') RETURNING uuid",
+            sender_number, sms_message)
+        if overall_status is not None:
+            codes = [(results or {}).get(name, 0) for name in CHECK_COLUMNS]
+            await connection.execute(
+                "INSERT INTO sms_monitor (uuid, blacklist_check, duplicate_check, header_check, "
+                "hash_length_check, mobile_check, time_window_check, overall_status, "
+                "failed_at_check, retry_count, batch_id, processing_started_at, "
+                "processing_completed_at) "
+                "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, "
+                "now() - make_interval(secs => $12), "
+                "now() - make_interval(secs => $12) + interval '25 milliseconds')",
+                sms_uuid, *codes, overall_status, failed_at_check, retry_count,
+                uuid4(), processed_ago_seconds)
+        if forwarded:
+            await connection.execute(
+                "INSERT INTO out_sms (uuid, sender_number, sms_message) "
+                "SELECT uuid, sender_number, sms_message FROM input_sms WHERE uuid = $1",
+                sms_uuid)
+    return sms_uuid

@@ -4,6 +4,7 @@ the same transaction, nothing changed and nothing audited on a refusal."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 from typing import Any
 
 import asyncpg
@@ -236,6 +237,6 @@ async def test_concurrent_changes_lose_no_audit_row_and_record_true_old_values(
     assert sorted(int(a["new_value"]) for a in audits) == values
     # The changes form one chain: each replaced exactly the value the previous one wrote.
     assert audits[0]["old_value"] == "20"
-    for previous, current in zip(audits, audits[1:], strict=False):
+    for previous, current in itertools.pairwise(audits):
         assert current["old_value"] == previous["new_value"]
     assert (await stored_settings(owner_pool))["batch_size"] == audits[-1]["new_value"]

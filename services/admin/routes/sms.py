@@ -9,13 +9,13 @@ from uuid import UUID
 import asyncpg
 from fastapi import APIRouter, Depends
 
+from checks import CHECK_NAMES
 from checks.base import CheckResult
 from services.admin import queries
 from services.admin.errors import SmsNotFound, SmsNotInError
 from services.admin.models import CheckOutcome, InputSms, OutSms, Problem, Requeued, SmsDetail
 from services.admin.state import AdminState, admin_state, operator
 from sms_gateway import db
-from sms_gateway.settings import DEFAULT_CHECK_SEQUENCE
 
 logger = logging.getLogger(__name__)
 
@@ -24,8 +24,8 @@ router = APIRouter(prefix="/sms", tags=["sms"])
 State = Annotated[AdminState, Depends(admin_state)]
 Operator = Annotated[str, Depends(operator)]
 
-# sms_monitor has one `<name>_check` column per check of the seed, in this order.
-CHECK_COLUMNS: Final = DEFAULT_CHECK_SEQUENCE
+# A check's name is the prefix of its sms_monitor column, `<name>_check`.
+CHECK_COLUMNS: Final = CHECK_NAMES
 NOT_JUDGED: Final = "unprocessed"
 
 
