@@ -164,7 +164,18 @@ class Engine:
             while (outcome is not None and not self._stopping.is_set()
                    and outcome.size == outcome.settings.batch_size):
                 outcome = await self._attempt("sweep")
+            await self._keep_index()
             await self._measure_backlog()
+
+    async def _keep_index(self) -> None:
+        """Repair the Redis index even when no SMS arrives, and renew its TTL (SPEC §5.4)."""
+        try:
+            await retry_transient("validator index", self.runner.warm_up,
+                                  retries=self.store.current.max_database_retries,
+                                  transient=TRANSIENT)
+        except RetriesExhaustedError as exc:
+            logger.warning("cannot check the redis index; the next batch will",
+                           extra={"error": str(exc)})
 
     async def _measure_backlog(self) -> None:
         try:

@@ -1,0 +1,248 @@
+"""The engine as it runs (SPEC §6): workers and processes at once, Redis lost mid-run, the
+sweeper, and the real `sms-validator` process under SIGTERM and SIGKILL."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import asyncpg
+import httpx
+import pytest
+import redis.asyncio as aioredis
+
+from sms_gateway import db
+from sms_gateway.redis import RedisLink
+from tests.conftest import TEST_REDIS_DB, FreshDatabase, Infra
+from tests.validator.conftest import (
+    SENDERS,
+    NewSms,
+    all_judged,
+    drain,
+    final_state,
+    insert_sms,
+    make_engine,
+    make_runner,
+    out_sms_senders,
+    redis_senders,
+    running,
+    set_settings,
+    valid_message,
+    wait_for,
+)
+
+
+def mixed_stream(rng: random.Random, count: int, senders: int) -> list[NewSms]:
+    pool = SENDERS[:senders]
+    return [NewSms(s, valid_message(s) if rng.random() < 0.7 else f"BAD {s}")
+            for s in (rng.choice(pool) for _ in range(count))]
+
+
+async def reset_results(owner_pool: asyncpg.Pool, client: aioredis.Redis) -> None:
+    async with db.transaction(owner_pool) as connection:
+        await connection.execute(
+            "TRUNCATE sms_monitor, out_sms, count_sms, blacklist_sms; "
+            "UPDATE system_settings SET setting_value = '00000000-0000-0000-0000-000000000000' "
+            "WHERE setting_key = 'last_processed_uuid'")
+    await client.flushdb()
+
+
+async def sequential_state(
+    validator_pool: asyncpg.Pool, owner_pool: asyncpg.Pool, redis_link: RedisLink,
+    client: aioredis.Redis, *, batch_size: int = 1,
+) -> dict[str, object]:
+    """The reference: the same input, uninterrupted, one worker (by default one SMS a batch)."""
+    await reset_results(owner_pool, client)
+    await set_settings(owner_pool, {"batch_size": str(batch_size), "parallel_workers": "1"})
+    await drain(make_runner(validator_pool, redis_link))
+    return await final_state(owner_pool)
+
+
+async def test_engines_with_workers_while_redis_is_flushed_equal_one_sequential_run(
+    validator_pool: asyncpg.Pool, receiver_pool: asyncpg.Pool, owner_pool: asyncpg.Pool,
+    redis_link: RedisLink, redis_client: aioredis.Redis, database: FreshDatabase,
+) -> None:
+    rng = random.Random(7)
+    await set_settings(owner_pool, {"batch_size": "13", "parallel_workers": "3",
+                                    "blacklist_threshold": "6"})
+    second_pool = await db.create_pool(database.url("sms_validator"), min_size=0, max_size=6)
+    try:
+        engines = [make_engine(validator_pool, redis_link), make_engine(second_pool, redis_link)]
+        async with running(engines[0]), running(engines[1]):
+            for _ in range(12):  # SMS keep arriving while Redis is lost now and then
+                await insert_sms(receiver_pool, mixed_stream(rng, 60, 80))
+                await asyncio.sleep(rng.uniform(0.0, 0.15))
+                if rng.random() < 0.4:
+                    await redis_client.flushdb()
+            await wait_for(lambda: all_judged(owner_pool), what="every SMS judged")
+    finally:
+        await db.close_pool(second_pool)
+    concurrent = await final_state(owner_pool)
+    forwarded = [row[1] for row in concurrent["out_sms"]]
+    assert len(forwarded) == len(set(forwarded))  # no sender forwarded twice
+    await make_runner(validator_pool, redis_link).warm_up()  # as the sweeper's tick does
+    assert await redis_senders(redis_client) == set(forwarded)
+    assert concurrent == await sequential_state(validator_pool, owner_pool, redis_link,
+                                                redis_client)
+
+
+async def test_sweeper_processes_a_requeued_sms(
+    validator_pool: asyncpg.Pool, receiver_pool: asyncpg.Pool, owner_pool: asyncpg.Pool,
+    redis_link: RedisLink, redis_client: aioredis.Redis,
+) -> None:
+    [uuid] = await insert_sms(receiver_pool, [NewSms(SENDERS[0], "BAD")])
+    engine = make_engine(validator_pool, redis_link)
+    async with running(engine):
+        await wait_for(lambda: all_judged(owner_pool), what="the SMS judged")
+        async with db.transaction(owner_pool) as connection:
+            await connection.execute(
+                "UPDATE sms_monitor SET overall_status = 'pending', header_check = 0, "
+                "blacklist_check = 0, failed_at_check = NULL WHERE uuid = $1", uuid)
+        await wait_for(lambda: all_judged(owner_pool), what="the requeued SMS judged again")
+    state = await final_state(owner_pool)
+    assert state["count_sms"] == [(SENDERS[0], 2)]  # counted again: it was judged, not error
+    assert [row[0] for row in state["sms_monitor"]] == [uuid]
+
+
+# ---------------------------------------------------------------- the real process
+
+# After a graceful shutdown uvicorn re-raises the signal it caught, so the conventional status
+# of a process stopped by SIGTERM (-15 from Popen) is as clean as 0.
+EXIT_AFTER_SIGTERM = (0, -signal.SIGTERM)
+
+
+class ValidatorProcess:
+    """The real `sms-validator` entry point on this test's database and Redis."""
+
+    def __init__(self, environment: dict[str, str], log: Path) -> None:
+        self.log = log
+        self.port = int(environment["SMSGW_HTTP_PORT"])
+        executable = Path(sys.executable).with_name("sms-validator")
+        with log.open("ab") as output:
+            self.process = subprocess.Popen(
+                [str(executable)], env=environment, stdout=output, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL)
+
+    async def wait_ready(self) -> None:
+        """Until /ready answers 200: the engine has warmed up and is claiming batches."""
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{self.port}") as client:
+            for _ in range(300):
+                if self.process.poll() is not None:
+                    raise AssertionError(f"the validator exited:\n{self.log_tail()}")
+                with contextlib.suppress(httpx.TransportError):
+                    if (await client.get("/ready", timeout=1)).status_code == 200:
+                        return
+                await asyncio.sleep(0.05)
+        raise AssertionError(f"the validator never became ready:\n{self.log_tail()}")
+
+    def kill(self) -> None:
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(10)
+
+    def terminate(self) -> tuple[int, float]:
+        started = time.monotonic()
+        self.process.send_signal(signal.SIGTERM)
+        code = self.process.wait(35)
+        return code, time.monotonic() - started
+
+    def log_tail(self) -> str:
+        return self.log.read_text(errors="replace")[-3000:]
+
+
+@pytest.fixture
+def start_validator(
+    database: FreshDatabase, infra: Infra, tmp_path: Path,
+) -> Iterator[Callable[[], ValidatorProcess]]:
+    environment = {
+        **os.environ,
+        "SMSGW_ENVIRONMENT": "development",
+        "SMSGW_DATABASE_URL": database.url("sms_validator"),
+        "SMSGW_REDIS_PASSWORD": infra.redis_password,
+        "SMSGW_REDIS_DB": str(TEST_REDIS_DB),
+        "SMSGW_LOG_FORMAT": "text",
+        "SMSGW_HTTP_PORT": str(8120 + os.getpid() % 10),  # the validator's test ports
+    }
+    started: list[ValidatorProcess] = []
+
+    def start() -> ValidatorProcess:
+        started.append(ValidatorProcess(environment, tmp_path / "validator.log"))
+        return started[-1]
+
+    yield start
+    for process in started:
+        if process.process.poll() is None:
+            process.kill()
+
+
+@pytest.mark.slow
+@pytest.mark.fault
+async def test_sigkill_at_random_points_loses_and_duplicates_nothing(
+    validator_pool: asyncpg.Pool, receiver_pool: asyncpg.Pool, owner_pool: asyncpg.Pool,
+    redis_link: RedisLink, redis_client: aioredis.Redis,
+    start_validator: Callable[[], ValidatorProcess],
+) -> None:
+    rng = random.Random(11)
+    await set_settings(owner_pool, {"batch_size": "4", "blacklist_threshold": "8",
+                                    "parallel_workers": "2"})
+    await insert_sms(receiver_pool, mixed_stream(rng, 5000, 400))
+    kills = 0
+    while kills < 15 and not await all_judged(owner_pool):
+        process = start_validator()
+        await process.wait_ready()
+        await asyncio.sleep(rng.uniform(0.0, 0.4))
+        process.kill()
+        kills += 1
+    process = start_validator()
+    try:
+        await wait_for(lambda: all_judged(owner_pool), within=90, what="every SMS judged")
+    finally:
+        code, _ = process.terminate()
+    assert code in EXIT_AFTER_SIGTERM, process.log_tail()
+    assert kills >= 10
+    crashed = await final_state(owner_pool)
+    assert await redis_senders(redis_client) == await out_sms_senders(owner_pool)
+    # Equivalence to one SMS per batch is the property test's; here: to an uninterrupted run.
+    assert crashed == await sequential_state(validator_pool, owner_pool, redis_link,
+                                             redis_client, batch_size=50)
+
+
+@pytest.mark.slow
+@pytest.mark.fault
+async def test_sigterm_finishes_the_batch_in_flight_and_exits_in_time(
+    receiver_pool: asyncpg.Pool, owner_pool: asyncpg.Pool, redis_client: aioredis.Redis,
+    start_validator: Callable[[], ValidatorProcess],
+) -> None:
+    await set_settings(owner_pool, {"batch_size": "500"})
+    await insert_sms(receiver_pool, mixed_stream(random.Random(3), 6000, 300))
+    process = start_validator()
+
+    async def some_judged() -> bool:
+        async with db.transaction(owner_pool, readonly=True) as connection:
+            return bool(await connection.fetchval("SELECT count(*) > 0 FROM sms_monitor"))
+
+    await wait_for(some_judged, what="a first batch")
+    code, seconds = process.terminate()
+    assert code in EXIT_AFTER_SIGTERM, process.log_tail()
+    assert seconds < 30
+    async with db.transaction(owner_pool, readonly=True) as connection:
+        checkpoint = await connection.fetchval(
+            "SELECT setting_value::uuid FROM system_settings "
+            "WHERE setting_key = 'last_processed_uuid'")
+        judged, above, counted = await connection.fetchrow(
+            "SELECT count(*), count(*) FILTER (WHERE uuid > $1), "
+            "(SELECT coalesce(sum(message_count), 0) FROM count_sms) FROM sms_monitor",
+            checkpoint)
+        below = await connection.fetchval(
+            "SELECT count(*) FROM input_sms WHERE uuid <= $1", checkpoint)
+    # Whole batches only: everything up to the checkpoint is judged, nothing above it, and
+    # every judged SMS was counted once.
+    assert (judged, above) == (below, 0)
+    assert counted == judged
