@@ -1,0 +1,161 @@
+"""Receiver throughput: group commit against one INSERT per request and against no database.
+
+    .venv/bin/python -m bench.receiver_bench [--duration 10] [--rounds 2] [--connections 32]
+
+Starts a stack of its own (`sms-stack up --infra-only`: its own state directory, database,
+pgbouncer and Redis), then serves, one after the other and each for every round, the three
+endpoints on the same HTTP stack (uvicorn, one process) and loads each with the same wrk
+script (bench/receiver_post.lua). Reports requests/s, p50 and p99 per endpoint and round, the
+median of each, and the ratios; stops everything it started. Other work on the machine makes
+single numbers noisy: compare the ratios, which are measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+STACK = {
+    "SMSGW_STACK_DIR": str(ROOT / ".stack-bench-receiver"),
+    "SMSGW_DB_NAME": "smsgw_bench_receiver",
+    "SMSGW_PGBOUNCER_PORT": "6503",
+    "SMSGW_REDIS_PORT": "6513",
+}
+PORT = 8130
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    name: str
+    command: list[str]
+    probe: str  # a GET path that answers 2xx once the server is up
+
+
+ENDPOINTS = [
+    Endpoint("no database", [str(BIN / "uvicorn"), "--factory",
+                             "bench.receiver_baselines:no_database_app"], "/docs"),
+    Endpoint("one INSERT per request", [str(BIN / "uvicorn"), "--factory",
+                                        "bench.receiver_baselines:naive_app"], "/docs"),
+    Endpoint("receiver (group commit)", [str(BIN / "sms-receiver")], "/ready"),
+]
+
+
+@dataclass(frozen=True)
+class Result:
+    requests_per_second: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+
+
+def _stack(command: str) -> None:
+    subprocess.run([str(BIN / "sms-stack"), *command.split()], check=True, cwd=ROOT,
+                   env={**os.environ, **STACK}, stdout=subprocess.DEVNULL)
+
+
+def _service_environment() -> dict[str, str]:
+    output = subprocess.run([str(BIN / "sms-stack"), "env"], check=True, cwd=ROOT,
+                            env={**os.environ, **STACK}, capture_output=True, text=True).stdout
+    found = dict(re.findall(r"^export RECEIVER_(SMSGW_\w+)=(.*)$", output, re.MULTILINE))
+    return {name: value.strip("'") for name, value in found.items()}
+
+
+def _wait_up(port: int, path: str, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"server exited with {process.returncode}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=1):
+                return
+        except (urllib.error.URLError, OSError):
+            time.sleep(0.2)
+    raise SystemExit(f"server on {port} did not come up")
+
+
+def _wrk(port: int, duration: int, connections: int) -> Result:
+    output = subprocess.run(
+        ["wrk", "-t2", f"-c{connections}", f"-d{duration}s", "--latency",
+         "-s", str(ROOT / "bench" / "receiver_post.lua"), f"http://127.0.0.1:{port}"],
+        check=True, capture_output=True, text=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
+    errors = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)
+    return Result(rps, _percentile(output, "50%"), _percentile(output, "99%"),
+                  int(errors.group(1)) if errors else 0)
+
+
+def _percentile(output: str, label: str) -> float:
+    match = re.search(rf"^\s+{label}\s+([\d.]+)(us|ms|s)\s*$", output, re.MULTILINE)
+    assert match is not None, output
+    value, unit = float(match.group(1)), match.group(2)
+    return value * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def _measure(endpoint: Endpoint, port: int, environment: dict[str, str], *, duration: int,
+             connections: int) -> Result:
+    process = subprocess.Popen(
+        [*endpoint.command, *(["--port", str(port), "--log-level", "warning"]
+                              if "uvicorn" in endpoint.command[0] else [])],
+        cwd=ROOT, env={**os.environ, **environment, "SMSGW_HTTP_PORT": str(port),
+                       "SMSGW_LOG_FORMAT": "text"},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_up(port, endpoint.probe, process)
+        _wrk(port, 2, connections)  # warm-up: pools, caches
+        return _wrk(port, duration, connections)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=40)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=int, default=10, help="seconds per measurement")
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--connections", type=int, default=32)
+    args = parser.parse_args()
+
+    _stack("up --infra-only")
+    try:
+        environment = _service_environment()
+        results: dict[str, list[Result]] = {e.name: [] for e in ENDPOINTS}
+        for round_number in range(args.rounds):
+            for offset, endpoint in enumerate(ENDPOINTS):
+                result = _measure(endpoint, PORT + offset, environment,
+                                  duration=args.duration, connections=args.connections)
+                results[endpoint.name].append(result)
+                print(f"round {round_number + 1} {endpoint.name:26} "
+                      f"{result.requests_per_second:9.0f} req/s  p50 {result.p50_ms:7.2f} ms  "
+                      f"p99 {result.p99_ms:7.2f} ms  non-2xx {result.errors}", flush=True)
+    finally:
+        _stack("down")
+
+    print(f"\nmedian of {args.rounds} rounds, wrk -t2 -c{args.connections} "
+          f"-d{args.duration}s, one uvicorn process each:")
+    print("| endpoint | requests/s | p50 ms | p99 ms |\n|---|---:|---:|---:|")
+    medians = {}
+    for name, runs in results.items():
+        medians[name] = statistics.median(r.requests_per_second for r in runs)
+        print(f"| {name} | {medians[name]:.0f} | "
+              f"{statistics.median(r.p50_ms for r in runs):.2f} | "
+              f"{statistics.median(r.p99_ms for r in runs):.2f} |")
+    ours, naive, ceiling = (medians[e.name] for e in reversed(ENDPOINTS))
+    print(f"\nreceiver / one INSERT per request: {ours / naive:.2f}x")
+    print(f"receiver / no database:            {ours / ceiling:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
