@@ -114,45 +114,37 @@ DELETE FROM count_sms WHERE sender_number = $1 RETURNING message_count
 
 # ------------------------------------------------------------------ stats
 
-# Kept exact by the triggers of 0007; a few dozen rows whatever the size of sms_monitor.
-STATUS_COUNTS: Final = """
-SELECT overall_status, sum(sms_count)::bigint AS sms_count
-FROM sms_status_counts
-GROUP BY overall_status
-"""
-
 CHECKPOINT: Final = """
 SELECT setting_value FROM system_settings WHERE setting_key = 'last_processed_uuid'
 """
 
-# Rows after the checkpoint, counted up to $2 + 1 (an index-only range scan of the primary key;
-# the cap keeps a huge backlog from making /stats slow: the answer then says "at least").
-BACKLOG_AFTER_CHECKPOINT: Final = """
-SELECT count(*) FROM (SELECT 1 FROM input_sms WHERE uuid > $1 LIMIT $2 + 1) AS after_checkpoint
+# Everything else of GET /stats in one statement (one round trip, one snapshot); every part is
+# an index range scan or a read of the counters, whatever the size of the tables:
+# - by_status: the counters kept exact by the triggers of 0007 (a few dozen rows);
+# - after_checkpoint: rows after the checkpoint ($1), counted up to $2 + 1 along the primary key
+#   (an index-only range scan; the cap keeps a huge backlog from making /stats slow, and the
+#   answer then says "at least");
+# - oldest_after_checkpoint: UUIDv7 order is arrival order, so the first row after the checkpoint
+#   is the oldest unprocessed one;
+# - oldest_pending: requeued SMS wait too; they are few and idx_overall_status finds them;
+# - processed/received_last_minute: range scans of idx_processing_started and idx_created_at.
+STATS: Final = """
+SELECT now() AS at,
+       (SELECT coalesce(jsonb_object_agg(overall_status, sms_count), '{}'::jsonb)
+        FROM (SELECT overall_status, sum(sms_count) AS sms_count
+              FROM sms_status_counts GROUP BY overall_status
+              HAVING sum(sms_count) <> 0) AS counted) AS by_status,
+       (SELECT count(*)
+        FROM (SELECT 1 FROM input_sms WHERE uuid > $1 LIMIT $2 + 1) AS waiting)
+           AS after_checkpoint,
+       (SELECT created_at FROM input_sms WHERE uuid > $1 ORDER BY uuid LIMIT 1)
+           AS oldest_after_checkpoint,
+       (SELECT min(i.created_at)
+        FROM sms_monitor m JOIN input_sms i ON i.uuid = m.uuid
+        WHERE m.overall_status = 'pending') AS oldest_pending,
+       (SELECT count(*) FROM sms_monitor
+        WHERE processing_started_at >= now() - make_interval(secs => $3)
+          AND processing_completed_at IS NOT NULL) AS processed_in_window,
+       (SELECT count(*) FROM input_sms
+        WHERE created_at >= now() - make_interval(secs => $3)) AS received_in_window
 """
-
-# UUIDv7 order is arrival order: the first row after the checkpoint is the oldest unprocessed.
-OLDEST_AFTER_CHECKPOINT: Final = """
-SELECT created_at FROM input_sms WHERE uuid > $1 ORDER BY uuid LIMIT 1
-"""
-
-# Requeued SMS (pending again) also wait; they are few and idx_overall_status finds them.
-OLDEST_PENDING: Final = """
-SELECT min(i.created_at)
-FROM sms_monitor m JOIN input_sms i ON i.uuid = m.uuid
-WHERE m.overall_status = 'pending'
-"""
-
-# Judged in the last minute: an index range scan of idx_processing_started.
-PROCESSED_LAST_MINUTE: Final = """
-SELECT count(*) FROM sms_monitor
-WHERE processing_started_at >= now() - interval '60 seconds'
-  AND processing_completed_at IS NOT NULL
-"""
-
-# Received in the last minute: an index range scan of idx_created_at.
-RECEIVED_LAST_MINUTE: Final = """
-SELECT count(*) FROM input_sms WHERE created_at >= now() - interval '60 seconds'
-"""
-
-DATABASE_NOW: Final = "SELECT now()"
