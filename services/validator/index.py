@@ -105,7 +105,7 @@ async def members_for_judgement(
     elif state.marker is not None and state.marker < max_seq:
         added = await _catch_up(connection, client, after=state.marker, upto=max_seq, ttl=ttl)
         INDEX_REPAIRS.labels(kind="catch_up").inc()
-        logger.warning("redis index was behind out_sms, caught up",
+        logger.info("redis index was behind out_sms, caught up",
                        extra={"from_seq": state.marker, "to_seq": max_seq, "senders": added})
         state = await read_state(client, senders)
     if state.marker != max_seq or _must_rebuild(state, max_seq):
