@@ -17,7 +17,7 @@ from opentelemetry import trace
 # Attributes every LogRecord has; anything else on a record came from `extra=`.
 _STANDARD_ATTRS: Final = frozenset(
     set(vars(logging.LogRecord("x", logging.INFO, "x", 0, "x", None, None)))
-    | {"message", "asctime", "taskName"}
+    | {"message", "asctime", "taskName", "color_message"}  # uvicorn's coloured duplicate
 )
 
 

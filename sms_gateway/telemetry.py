@@ -19,14 +19,19 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
 
-def setup_tracing(service: str, otlp_endpoint: str | None) -> TracerProvider:
-    """Install a tracer provider; spans are exported by OTLP/HTTP when an endpoint is given."""
+def setup_tracing(service: str, otlp_endpoint: str | None) -> TracerProvider | None:
+    """Export spans by OTLP/HTTP to `otlp_endpoint`.
+
+    Without an endpoint no SDK provider is installed: the API's no-op tracer then makes spans
+    that cost next to nothing, rather than recording spans that nobody will ever read.
+    """
+    if not otlp_endpoint:
+        return None
     provider = TracerProvider(resource=Resource.create({"service.name": service}))
-    if otlp_endpoint:
-        endpoint = otlp_endpoint.rstrip("/")
-        if not endpoint.endswith("/v1/traces"):
-            endpoint += "/v1/traces"
-        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint)))
+    endpoint = otlp_endpoint.rstrip("/")
+    if not endpoint.endswith("/v1/traces"):
+        endpoint += "/v1/traces"
+    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint)))
     trace.set_tracer_provider(provider)
     return provider
 
