@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 from services.receiver.errors import InvalidSms, Problem
-from services.receiver.sender import MAX_SENDER_LENGTH, normalise_sender
+from sms_gateway.senders import MAX_SENDER_LENGTH, normalise_sender
 
 MAX_BODY_BYTES: Final = 64 * 1024
 MAX_BATCH_ITEMS: Final = 1000

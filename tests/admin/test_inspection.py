@@ -234,4 +234,15 @@ async def test_removal_resets_the_count_and_the_sender_passes_again(
     missing = await authed.delete(f"/blacklist/{sender}")
     assert missing.status_code == 404
     assert sender in missing.json()["detail"]
-    assert (await authed.delete("/blacklist/1234567890123456")).status_code == 422
+    too_long = await authed.delete("/blacklist/1234567890123456")
+    assert too_long.status_code == 422
+    assert "15 characters after normalisation" in too_long.text
+
+
+async def test_removal_finds_the_sender_however_it_is_written(
+    authed: httpx.AsyncClient, owner_pool: asyncpg.Pool
+) -> None:
+    await blacklist_senders(owner_pool, {"447700900999": 15})
+    response = await authed.delete("/blacklist/+44 (7700) 900-999")
+    assert response.status_code == 200, response.text
+    assert response.json()["removed"]["sender_number"] == "447700900999"

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.receiver.sender import normalise_sender
+from sms_gateway.senders import normalise_sender
 
 SEPARATORS = st.sampled_from([" ", "-", ".", "(", ")", "\t", "\u00a0"])
 

@@ -7,12 +7,14 @@ from typing import Annotated
 
 import asyncpg
 from fastapi import APIRouter, Depends, Path, Query
+from pydantic import AfterValidator
 
 from services.admin import queries
 from services.admin.errors import SenderNotBlacklisted
 from services.admin.models import BlacklistEntry, BlacklistPage, BlacklistRemoval, Problem
 from services.admin.state import AdminState, admin_state, operator
 from sms_gateway import db
+from sms_gateway.senders import MAX_SENDER_LENGTH, normalise_sender
 
 logger = logging.getLogger(__name__)
 
@@ -21,7 +23,18 @@ router = APIRouter(prefix="/blacklist", tags=["blacklist"])
 State = Annotated[AdminState, Depends(admin_state)]
 Operator = Annotated[str, Depends(operator)]
 # sender_number is VARCHAR(15).
-Sender = Annotated[str, Path(min_length=1, max_length=15, description="as stored (normalised)")]
+def _stored_form(sender_number: str) -> str:
+    """The sender as the receiver stored it, so that `+44 7700 900123` finds `447700900123`."""
+    sender = normalise_sender(sender_number)
+    if not sender or len(sender) > MAX_SENDER_LENGTH:
+        raise ValueError(f"must be 1 to {MAX_SENDER_LENGTH} characters after normalisation")
+    return sender
+
+
+Sender = Annotated[str, Path(
+    min_length=1, max_length=64,
+    description="as received or as stored: `+44 7700 900123` and `447700900123` are one sender",
+), AfterValidator(_stored_form)]
 
 
 def _like_prefix(prefix: str) -> str:

@@ -1,5 +1,6 @@
 """Sender normalisation (SPEC §4.1): one canonical form per sender, so that counting,
-blacklisting and dedup all see one sender however a phone or provider formatted it."""
+blacklisting and dedup all see one sender however a phone, a provider or an operator wrote it.
+The receiver stores this form; the admin service looks senders up by it."""
 
 from __future__ import annotations
 
