@@ -8,14 +8,16 @@ ALTER TABLE out_sms ADD COLUMN IF NOT EXISTS seq BIGINT GENERATED ALWAYS AS IDEN
 CREATE UNIQUE INDEX IF NOT EXISTS idx_out_sms_seq ON out_sms (seq);
 
 -- The smallest UUIDv7 that uuid_generate_v7() (0001) can make at or after `at`: every key made at
--- or after that instant is >= this value, every key made before it is smaller.
+-- or after that instant is >= this value, every key made before it is smaller. Instants before
+-- the Unix epoch (the sweeper's window below a zero checkpoint) map to the epoch.
 CREATE OR REPLACE FUNCTION uuid_v7_lower_bound(at TIMESTAMPTZ) RETURNS uuid
 LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
     SELECT (
-        lpad(to_hex(floor(extract(epoch FROM at) * 1000000)::BIGINT / 1000), 12, '0')
-        || to_hex(28672 + (floor(extract(epoch FROM at) * 1000000)::BIGINT % 1000))
+        lpad(to_hex(micros / 1000), 12, '0')
+        || to_hex(28672 + micros % 1000)
         || '8000000000000000'
     )::uuid
+    FROM (SELECT greatest(floor(extract(epoch FROM at) * 1000000)::BIGINT, 0) AS micros) t
 $$;
 
 -- The instant a UUIDv7 of uuid_generate_v7() was made, to the microsecond.
