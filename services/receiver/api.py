@@ -179,12 +179,24 @@ _SMSGATE_BODY: Final = _json_body(inline_schema(SmsGateEnvelope), {
 _TWILIO_BODY: Final = {"requestBody": {"required": True, "content": {
     "application/x-www-form-urlencoded": {"schema": inline_schema(TwilioInbound)}}}}
 _KEY_HEADER: Final = "Idempotency-Key"
-# Module level: the endpoints' annotations are resolved from the module's globals.
 _KEY_DOC: Final = ("Makes the delivery idempotent: a repeat with the same key stores nothing and "
                    "answers the first delivery's status and uuid (with Idempotent-Replayed: true).")
 _BATCH_KEY_DOC: Final = (
     "Names the whole batch (at most 60 characters): a repeat of the same batch stores nothing "
     "and answers the same uuids; a different batch under a used key is refused with 409.")
+
+
+def _key_parameter(description: str, max_length: int) -> dict[str, Any]:
+    # Documented here rather than declared as a FastAPI Header parameter: the endpoint reads
+    # and validates the header once, itself (incoming.idempotency_key), instead of having
+    # FastAPI's dependency solver validate it with pydantic on every request first.
+    return {"parameters": [{"name": _KEY_HEADER, "in": "header", "required": False,
+                            "description": description, "schema": {
+                                "type": "string", "minLength": 1, "maxLength": max_length}}]}
+
+
+_SINGLE_KEY: Final = _key_parameter(_KEY_DOC, incoming.MAX_IDEMPOTENCY_KEY_LENGTH)
+_BATCH_KEY: Final = _key_parameter(_BATCH_KEY_DOC, incoming.MAX_BATCH_KEY_LENGTH)
 
 
 # ---------------------------------------------------------------------------- the app
@@ -231,6 +243,10 @@ def create_app(config: ReceiverConfig) -> FastAPI:
         description="Stores every SMS it is sent and answers only once the row is committed "
                     "(SPEC §4). Strict on shape, lenient on content.",
         lifespan=lifespan,
+        # FastAPI's native OpenTelemetry makes the HTTP server span that "sms.receive" links
+        # to; its OTel metrics and logs are off: metrics are Prometheus' and logs ours, and
+        # each would look up its provider again on every request.
+        telemetry={"metrics": False, "logs": False},
     )
     install_error_handlers(app)
     app.include_router(ops_router(ready))
@@ -251,17 +267,12 @@ def _trace(receiver: Receiver, request: Request, stored: StoredSms, source: str)
 def _add_sms_routes(app: FastAPI) -> None:
     @app.post(
         "/sms/receive", status_code=202, response_model=Receipt, tags=["sms"],
-        summary="Store one SMS", openapi_extra=_SINGLE_BODY,
+        summary="Store one SMS", openapi_extra={**_SINGLE_BODY, **_SINGLE_KEY},
         responses={**_REFUSALS},
     )
-    async def receive_sms(
-        request: Request,
-        idempotency_key: Annotated[str | None, Header(
-            alias=_KEY_HEADER, max_length=incoming.MAX_IDEMPOTENCY_KEY_LENGTH,
-            description=_KEY_DOC)] = None,
-    ) -> Response:
+    async def receive_sms(request: Request) -> Response:
         receiver = _receiver(request)
-        key = incoming.idempotency_key(idempotency_key)
+        key = incoming.idempotency_key(request.headers.get(_KEY_HEADER))
         sms = incoming.single_sms(
             incoming.parse_json_body(await request.body()),
             max_message_length=receiver.max_message_length, source=API_SOURCE,
@@ -272,18 +283,15 @@ def _add_sms_routes(app: FastAPI) -> None:
 
     @app.post(
         "/sms/receive/batch", status_code=202, response_model=BatchReceipt, tags=["sms"],
-        summary="Store up to 1000 SMS, all or none", openapi_extra=_BATCH_BODY,
+        summary="Store up to 1000 SMS, all or none",
+        openapi_extra={**_BATCH_BODY, **_BATCH_KEY},
         responses={**_REFUSALS, 409: {"model": ErrorBody, "description":
                    "the Idempotency-Key was used for a different batch"}},
     )
-    async def receive_batch(
-        request: Request,
-        idempotency_key: Annotated[str | None, Header(
-            alias=_KEY_HEADER, max_length=incoming.MAX_BATCH_KEY_LENGTH,
-            description=_BATCH_KEY_DOC)] = None,
-    ) -> Response:
+    async def receive_batch(request: Request) -> Response:
         receiver = _receiver(request)
-        key = incoming.idempotency_key(idempotency_key, max_length=incoming.MAX_BATCH_KEY_LENGTH)
+        key = incoming.idempotency_key(request.headers.get(_KEY_HEADER),
+                                       max_length=incoming.MAX_BATCH_KEY_LENGTH)
         rows = incoming.sms_batch(
             incoming.parse_json_body(await request.body()),
             max_message_length=receiver.max_message_length, source=BATCH_SOURCE, batch_key=key)
