@@ -49,6 +49,10 @@ DEFAULT_CHECK_SEQUENCE: Final = (
     "time_window",
 )
 ZERO_UUID: Final = UUID(int=0)
+# The upper bound of the integer settings SPEC §3 leaves open: a PostgreSQL INTEGER (the type of
+# count_sms.message_count), so that every reader can use any accepted value: a window or TTL of
+# this many seconds (68 years) still fits `timedelta` and Redis EXPIRE, where 10**20 does not.
+MAX_INTEGER: Final = 2_147_483_647
 
 SETTINGS_RELOADS = Counter(
     "sms_settings_reloads_total", "Reloads of system_settings by this process."
@@ -147,8 +151,9 @@ class RuntimeSettings(BaseModel):
 
     batch_size: Annotated[int, Field(ge=1, le=10_000)] = _setting(
         20, "an integer from 1 to 10000", "SMS per batch")
-    blacklist_threshold: Annotated[int, Field(ge=1)] = _setting(
-        10, "an integer ≥ 1", "a sender with more SMS than this is blacklisted")
+    blacklist_threshold: Annotated[int, Field(ge=1, le=MAX_INTEGER)] = _setting(
+        10, f"an integer from 1 to {MAX_INTEGER}",
+        "a sender with more SMS than this is blacklisted")
     last_processed_uuid: UUID = _setting(
         ZERO_UUID, "a UUID", "the validator's checkpoint", read_only=True)
     check_sequence: CheckSequence = _setting(
@@ -158,10 +163,12 @@ class RuntimeSettings(BaseModel):
         dict.fromkeys(DEFAULT_CHECK_SEQUENCE, True),
         "a JSON object mapping check names to true or false",
         "a disabled check records 3 (skipped) and the pipeline goes on")
-    validation_time_window: Annotated[int, Field(ge=0)] = _setting(
-        3600, "an integer number of seconds ≥ 0", "maximum delay of an SMS; 0 skips the check")
-    out_sms_cache_ttl: Annotated[int, Field(ge=60)] = _setting(
-        604_800, "an integer number of seconds ≥ 60", "TTL of the Redis set out_sms_numbers")
+    validation_time_window: Annotated[int, Field(ge=0, le=MAX_INTEGER)] = _setting(
+        3600, f"an integer number of seconds from 0 to {MAX_INTEGER}",
+        "maximum delay of an SMS; 0 skips the check")
+    out_sms_cache_ttl: Annotated[int, Field(ge=60, le=MAX_INTEGER)] = _setting(
+        604_800, f"an integer number of seconds from 60 to {MAX_INTEGER}",
+        "TTL of the Redis set out_sms_numbers")
     max_database_retries: Annotated[int, Field(ge=0, le=10)] = _setting(
         3, "an integer from 0 to 10", "attempts for a transient database or Redis error")
     log_level: LogLevel = _setting(
@@ -197,8 +204,9 @@ class RuntimeSettings(BaseModel):
         True, "true or false", "the mobile number must equal the sender")
     time_window_reference: Literal["arrival", "processing"] = _setting(
         "arrival", "one of arrival, processing", "reference time of the time_window check")
-    time_window_max_skew: Annotated[int, Field(ge=0)] = _setting(
-        300, "an integer number of seconds ≥ 0", "how far in the future a timestamp may be")
+    time_window_max_skew: Annotated[int, Field(ge=0, le=MAX_INTEGER)] = _setting(
+        300, f"an integer number of seconds from 0 to {MAX_INTEGER}",
+        "how far in the future a timestamp may be")
     max_message_length: Annotated[int, Field(ge=1, le=65_536)] = _setting(
         1600, "an integer from 1 to 65536", "the receiver refuses a longer sms_message")
 

@@ -134,6 +134,24 @@ async def test_unknown_keys_and_malformed_bodies(authed: httpx.AsyncClient) -> N
     assert (await authed.put("/settings/batch_size", content=b"{")).status_code == 422
 
 
+async def test_huge_and_non_finite_values_are_refused(
+    authed: httpx.AsyncClient, owner_pool: asyncpg.Pool
+) -> None:
+    """JSON numbers have no size limit; a setting does (the validator must be able to use it)."""
+    before = await stored_settings(owner_pool)
+    bodies = [b'{"value": 100000000000000000000000000000}', b'{"value": 1e400}',
+              b'{"value": -1e400}', b'{"value": 3.5}']
+    for key in ("validation_time_window", "blacklist_threshold", "out_sms_cache_ttl"):
+        for body in bodies:
+            response = await authed.put(f"/settings/{key}", content=body,
+                                        headers={"Content-Type": "application/json"})
+            assert response.status_code == 422, (key, body, response.text)
+            assert response.json()["key"] == key
+            assert setting_rule(key) in response.json()["rule"]
+    assert await stored_settings(owner_pool) == before
+    assert await audit_rows(owner_pool) == []
+
+
 async def test_the_list_shows_every_key_with_its_rule(authed: httpx.AsyncClient) -> None:
     response = await authed.get("/settings")
     assert response.status_code == 200

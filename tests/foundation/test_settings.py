@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import logging
+from datetime import timedelta
 from typing import Any
 
 import asyncpg
@@ -18,6 +19,7 @@ from sms_gateway.errors import ReadOnlySettingError, SettingValueError, UnknownS
 from sms_gateway.settings import (
     DEFAULT_CHECK_SEQUENCE,
     DEFAULTS,
+    MAX_INTEGER,
     SETTING_KEYS,
     SettingsStore,
     encode_setting,
@@ -30,17 +32,17 @@ from sms_gateway.settings import (
 KNOWN = frozenset(DEFAULT_CHECK_SEQUENCE)
 
 # (key, good values, bad values) for every key; a test checks that none is forgotten.
-INT_BOUNDS: dict[str, tuple[int, int | None]] = {
+INT_BOUNDS: dict[str, tuple[int, int]] = {
     "batch_size": (1, 10_000),
-    "blacklist_threshold": (1, None),
-    "validation_time_window": (0, None),
-    "out_sms_cache_ttl": (60, None),
+    "blacklist_threshold": (1, MAX_INTEGER),
+    "validation_time_window": (0, MAX_INTEGER),
+    "out_sms_cache_ttl": (60, MAX_INTEGER),
     "max_database_retries": (0, 10),
     "parallel_workers": (1, 64),
     "pgbouncer_pool_size": (1, 1000),
     "redis_port": (1, 65_535),
     "hash_length": (0, 256),
-    "time_window_max_skew": (0, None),
+    "time_window_max_skew": (0, MAX_INTEGER),
     "max_message_length": (1, 65_536),
 }
 CHOICES: dict[str, tuple[str, ...]] = {
@@ -58,12 +60,27 @@ def test_every_key_is_covered_here() -> None:
     assert set(INT_BOUNDS) | set(CHOICES) | set(BOOLS) | set(OTHER) == set(SETTING_KEYS)
 
 
+def test_no_integer_setting_is_unbounded() -> None:
+    """A value the API accepts must be one every reader can use: a window of 10**20 seconds
+    overflows `timedelta` in the time_window check, a TTL that large is refused by Redis, and a
+    threshold beyond a PostgreSQL INTEGER can never be reached by count_sms.message_count."""
+    for key in INT_BOUNDS:
+        with pytest.raises(SettingValueError, match=rf"^{key}: must be an integer"):
+            validate_setting(key, 2**31)
+        with pytest.raises(SettingValueError, match=rf"^{key}: must be an integer"):
+            parse_setting_text(key, str(10**20))
+    for key in ("validation_time_window", "time_window_max_skew", "out_sms_cache_ttl"):
+        largest = INT_BOUNDS[key][1]
+        assert timedelta(seconds=validate_setting(key, largest)) > timedelta(0)
+
+
 @st.composite
 def int_setting(draw: st.DrawFn) -> tuple[str, int, bool]:
     key = draw(st.sampled_from(sorted(INT_BOUNDS)))
     low, high = INT_BOUNDS[key]
-    value = draw(st.integers(min_value=low - 1000, max_value=(high or 10**7) + 1000))
-    ok = value >= low and (high is None or value <= high)
+    near = st.sampled_from((low, high))
+    value = draw(near) + draw(st.integers(min_value=-1000, max_value=1000))
+    ok = low <= value <= high
     return key, value, ok
 
 
