@@ -1,13 +1,20 @@
-"""Receiver throughput: group commit against one INSERT per request and against no database.
+"""Receiver throughput: group commit against one INSERT per request and against no database,
+one and two worker processes.
 
     .venv/bin/python -m bench.receiver_bench [--duration 10] [--rounds 2] [--connections 32]
 
 Starts a stack of its own (`sms-stack up --infra-only`: its own state directory, database,
-pgbouncer and Redis), then serves, one after the other and each for every round, the three
-endpoints on the same HTTP stack (uvicorn, one process) and loads each with the same wrk
-script (bench/receiver_post.lua). Reports requests/s, p50 and p99 per endpoint and round, the
-median of each, and the ratios; stops everything it started. Other work on the machine makes
-single numbers noisy: compare the ratios, which are measured in the same run.
+pgbouncer and Redis), then serves, one after the other and each for every round:
+
+* the two baselines of bench/receiver_baselines.py (no database; one INSERT and one commit per
+  request), each under gunicorn with 2 uvicorn workers, as the issue measured them;
+* `sms-receiver` as deployed with SMSGW_HTTP_WORKERS=1 (one uvicorn process) and =2 (gunicorn
+  with 2 uvicorn workers, each with its own pool and group commit),
+
+and loads each with the same wrk script (bench/receiver_post.lua). Reports requests/s, p50 and
+p99 per endpoint and round, the median of each, and the ratios; stops everything it started.
+Other work on the machine makes single numbers noisy: compare the ratios, which are measured
+in the same run.
 """
 
 from __future__ import annotations
@@ -22,7 +29,8 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,17 +47,30 @@ PORT = 8130
 @dataclass(frozen=True)
 class Endpoint:
     name: str
-    command: list[str]
+    command: Callable[[int], list[str]]  # the server's command line for a port
     probe: str  # a GET path that answers 2xx once the server is up
+    environment: dict[str, str] = field(default_factory=dict)
+
+
+def _gunicorn(factory: str) -> Callable[[int], list[str]]:
+    """A baseline app under gunicorn with 2 uvicorn workers (the issue's reference setup)."""
+    return lambda port: [
+        str(BIN / "gunicorn"), f"bench.receiver_baselines:{factory}()", "--workers", "2",
+        "--worker-class", "uvicorn.workers.UvicornWorker", "--bind", f"127.0.0.1:{port}",
+        "--no-control-socket", "--log-level", "warning"]
+
+
+def _receiver(_: int) -> list[str]:
+    return [str(BIN / "sms-receiver")]  # the port comes from SMSGW_HTTP_PORT
 
 
 ENDPOINTS = [
-    Endpoint("no database", [str(BIN / "uvicorn"), "--factory",
-                             "bench.receiver_baselines:no_database_app"], "/docs"),
-    Endpoint("one INSERT per request", [str(BIN / "uvicorn"), "--factory",
-                                        "bench.receiver_baselines:naive_app"], "/docs"),
-    Endpoint("receiver (group commit)", [str(BIN / "sms-receiver")], "/ready"),
+    Endpoint("no database, 2 workers", _gunicorn("no_database_app"), "/docs"),
+    Endpoint("one INSERT per request, 2 workers", _gunicorn("naive_app"), "/docs"),
+    Endpoint("receiver, 1 worker", _receiver, "/ready", {"SMSGW_HTTP_WORKERS": "1"}),
+    Endpoint("receiver, 2 workers", _receiver, "/ready", {"SMSGW_HTTP_WORKERS": "2"}),
 ]
+NO_DATABASE, NAIVE, RECEIVER_1, RECEIVER_2 = (endpoint.name for endpoint in ENDPOINTS)
 
 
 @dataclass(frozen=True)
@@ -106,10 +127,9 @@ def _percentile(output: str, label: str) -> float:
 def _measure(endpoint: Endpoint, port: int, environment: dict[str, str], *, duration: int,
              connections: int) -> Result:
     process = subprocess.Popen(
-        [*endpoint.command, *(["--port", str(port), "--log-level", "warning"]
-                              if "uvicorn" in endpoint.command[0] else [])],
-        cwd=ROOT, env={**os.environ, **environment, "SMSGW_HTTP_PORT": str(port),
-                       "SMSGW_LOG_FORMAT": "text"},
+        endpoint.command(port), cwd=ROOT,
+        env={**os.environ, **environment, **endpoint.environment, "SMSGW_HTTP_PORT": str(port),
+             "SMSGW_LOG_FORMAT": "text"},
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         _wait_up(port, endpoint.probe, process)
@@ -136,24 +156,26 @@ def main() -> int:
                 result = _measure(endpoint, PORT + offset, environment,
                                   duration=args.duration, connections=args.connections)
                 results[endpoint.name].append(result)
-                print(f"round {round_number + 1} {endpoint.name:26} "
+                print(f"round {round_number + 1} {endpoint.name:34} "
                       f"{result.requests_per_second:9.0f} req/s  p50 {result.p50_ms:7.2f} ms  "
                       f"p99 {result.p99_ms:7.2f} ms  non-2xx {result.errors}", flush=True)
     finally:
         _stack("down")
 
     print(f"\nmedian of {args.rounds} rounds, wrk -t2 -c{args.connections} "
-          f"-d{args.duration}s, one uvicorn process each:")
-    print("| endpoint | requests/s | p50 ms | p99 ms |\n|---|---:|---:|---:|")
+          f"-d{args.duration}s:")
+    print("| endpoint | requests/s | p50 ms | p99 ms | non-2xx |\n|---|---:|---:|---:|---:|")
     medians = {}
     for name, runs in results.items():
         medians[name] = statistics.median(r.requests_per_second for r in runs)
         print(f"| {name} | {medians[name]:.0f} | "
               f"{statistics.median(r.p50_ms for r in runs):.2f} | "
-              f"{statistics.median(r.p99_ms for r in runs):.2f} |")
-    ours, naive, ceiling = (medians[e.name] for e in reversed(ENDPOINTS))
-    print(f"\nreceiver / one INSERT per request: {ours / naive:.2f}x")
-    print(f"receiver / no database:            {ours / ceiling:.2f}")
+              f"{statistics.median(r.p99_ms for r in runs):.2f} | "
+              f"{sum(r.errors for r in runs)} |")
+    print()
+    for ours, other in ((RECEIVER_2, NAIVE), (RECEIVER_2, NO_DATABASE), (RECEIVER_2, RECEIVER_1),
+                        (RECEIVER_1, NAIVE)):
+        print(f"{ours} / {other}: {medians[ours] / medians[other]:.2f}x")
     return 0
 
 
