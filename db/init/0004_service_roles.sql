@@ -33,14 +33,17 @@ GRANT SELECT, INSERT, UPDATE ON sms_monitor, count_sms, blacklist_sms TO sms_val
 GRANT SELECT, INSERT ON out_sms TO sms_validator;
 GRANT UPDATE (setting_value, updated_at) ON system_settings TO sms_validator;
 
--- admin: reads everything, edits settings with their audit, the blacklist and counters,
--- requeues SMS in error. It may not write out_sms.
+-- admin: reads what it shows, edits settings with their audit, removes blacklist entries with
+-- their counts, requeues SMS in error (only the columns contracts §6 resets). It may not write
+-- out_sms. The REVOKE makes a second run take back what an earlier version of this file gave.
+REVOKE ALL ON input_sms, sms_monitor, system_settings, out_sms, blacklist_sms, count_sms,
+    settings_audit, schema_migrations FROM sms_admin;
 GRANT SELECT ON input_sms, sms_monitor, system_settings, out_sms, blacklist_sms, count_sms,
-    settings_audit, schema_migrations TO sms_admin;
+    settings_audit TO sms_admin;
 GRANT INSERT, UPDATE ON system_settings TO sms_admin;
 GRANT INSERT ON settings_audit TO sms_admin;
-GRANT DELETE ON blacklist_sms TO sms_admin;
-GRANT UPDATE, DELETE ON count_sms TO sms_admin;
-GRANT UPDATE, DELETE ON sms_monitor TO sms_admin;
+GRANT DELETE ON blacklist_sms, count_sms TO sms_admin;
+GRANT UPDATE (overall_status, failed_at_check, blacklist_check, duplicate_check, header_check,
+    hash_length_check, mobile_check, time_window_check) ON sms_monitor TO sms_admin;
 
 INSERT INTO schema_migrations (version) VALUES ('0004_service_roles') ON CONFLICT DO NOTHING;
