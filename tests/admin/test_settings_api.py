@@ -182,6 +182,19 @@ async def test_a_value_written_badly_by_hand_is_shown_as_such(
     assert (audit["old_value"], audit["new_value"]) == ("fifty", "20")
 
 
+async def test_a_change_whose_audit_row_fails_is_not_made(
+    authed: httpx.AsyncClient, owner_pool: asyncpg.Pool
+) -> None:
+    """The audit row is written in the change's own transaction: no audit, no change."""
+    async with owner_pool.acquire() as connection, connection.transaction():
+        await connection.execute("REVOKE INSERT ON settings_audit FROM sms_admin")
+    before = await stored_settings(owner_pool)
+    with pytest.raises(asyncpg.InsufficientPrivilegeError):
+        await authed.put("/settings/batch_size", json={"value": 500})
+    assert await stored_settings(owner_pool) == before
+    assert await audit_rows(owner_pool) == []
+
+
 async def test_an_unchanged_value_is_not_audited(
     authed: httpx.AsyncClient, owner_pool: asyncpg.Pool
 ) -> None:
