@@ -3,11 +3,13 @@
 
 -- Counts of sms_monitor rows per overall_status, kept exact by statement-level triggers, so that
 -- GET /stats reads a few dozen rows instead of grouping the whole table. A single row per status
--- would be a hot row: every validator batch updates it and holds its lock until commit, which
--- serialises parallel workers. The counts are therefore split into shards; a transaction adds
--- to the shard of its server process (pg_backend_pid), so concurrent writers rarely meet, and the
--- sum over the shards is the count. Additions commute and each is applied under the row's lock,
--- so the sum is exact whatever the interleaving, and a rolled-back transaction leaves nothing.
+-- would be a hot row: every writer updates it and holds its lock until commit, which serialises
+-- them, and two transactions that move statuses in opposite orders deadlock on it. The counts
+-- are therefore split into 16 shards, and a transaction adds only to a shard that no concurrent
+-- transaction writes (see sms_status_counts_apply), so writers never wait for each other here.
+-- The sum over the shards is the count: additions commute and each is applied under the row's
+-- lock, so the sum is exact whatever the interleaving, and a rolled-back transaction leaves
+-- nothing.
 CREATE TABLE IF NOT EXISTS sms_status_counts (
     overall_status VARCHAR(20) NOT NULL,  -- 'unset' stands for a NULL overall_status
     shard          SMALLINT NOT NULL,
@@ -15,14 +17,25 @@ CREATE TABLE IF NOT EXISTS sms_status_counts (
     PRIMARY KEY (overall_status, shard)
 );
 
--- Apply one statement's changes: +1 per new row version, -1 per old one, per status. Rows are
--- applied in (status) order within one shard, so two statements never lock two counters in
--- opposite orders. SECURITY DEFINER: the service roles write sms_monitor, not the counters.
+-- Apply one statement's changes: +1 per new row version, -1 per old one, per status, to a shard
+-- this transaction holds alone. It claims the shard with a transaction-scoped advisory lock
+-- (class 0x534D53, "SMS"; fine through pgbouncer's transaction mode), trying its own process's
+-- shard first, then the next ones, without ever waiting: a later statement of the same
+-- transaction finds its shard again (the lock is re-entrant). Only with more than 16 writers at
+-- once does a statement fall back to its process's shard unclaimed, and then waits on the rows
+-- like any writer. SECURITY DEFINER: the service roles write sms_monitor, not the counters.
 CREATE OR REPLACE FUNCTION sms_status_counts_apply() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $$
 DECLARE
-    this_shard CONSTANT SMALLINT := pg_backend_pid() % 16;
+    first_choice CONSTANT INTEGER := pg_backend_pid() % 16;
+    this_shard SMALLINT := first_choice;
 BEGIN
+    FOR step IN 0..15 LOOP
+        IF pg_try_advisory_xact_lock(5459283, (first_choice + step) % 16) THEN
+            this_shard := (first_choice + step) % 16;
+            EXIT;
+        END IF;
+    END LOOP;
     IF TG_OP = 'INSERT' THEN
         INSERT INTO sms_status_counts AS c (overall_status, shard, sms_count)
         SELECT coalesce(overall_status, 'unset'), this_shard, count(*)

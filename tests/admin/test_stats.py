@@ -181,3 +181,49 @@ async def test_the_migration_recounts_to_the_same_numbers(
     async with db.transaction(owner_pool) as connection:
         await connection.execute("TRUNCATE sms_monitor")
     assert await counters_and_truth(owner_pool) == ({}, {})
+
+
+async def two_writers_on_one_shard(database: FreshDatabase) -> list[asyncpg.Connection]:
+    """Two direct connections whose server processes fall on the same `pid % 16` (by the
+    pigeonhole principle, 17 connections hold such a pair); the others are closed."""
+    connections = [await asyncpg.connect(database.direct_url()) for _ in range(17)]
+    by_shard: dict[int, asyncpg.Connection] = {}
+    pair: list[asyncpg.Connection] = []
+    for connection in connections:
+        shard = connection.get_server_pid() % 16
+        if not pair and shard in by_shard:
+            pair = [by_shard[shard], connection]
+        by_shard.setdefault(shard, connection)
+    for connection in connections:
+        if connection not in pair:
+            await connection.close()
+    return pair
+
+
+async def test_writers_moving_statuses_in_opposite_orders_do_not_deadlock_on_the_counters(
+    database: FreshDatabase, owner_pool: asyncpg.Pool
+) -> None:
+    """Each transaction writes a status the other one wrote first. The sms_monitor rows are
+    all different, so only the counters could make them wait for each other."""
+    async with db.transaction(owner_pool) as connection:
+        first, second, third, fourth = [row["uuid"] for row in await connection.fetch(
+            "INSERT INTO input_sms (sender_number, sms_message, received_timestamp) "
+            "SELECT '447700900123', 'm', now() FROM generate_series(1, 4) RETURNING uuid")]
+    one, other = await two_writers_on_one_shard(database)
+    insert = "INSERT INTO sms_monitor (uuid, overall_status) VALUES ($1, $2)"
+    try:
+        await one.execute("BEGIN")
+        await other.execute("BEGIN")
+        await one.execute(insert, first, "valid")
+        await other.execute(insert, second, "invalid")
+        waiting = asyncio.create_task(one.execute(insert, third, "invalid"))
+        await asyncio.sleep(0.2)
+        await other.execute(insert, fourth, "valid")
+        await other.execute("COMMIT")
+        await waiting
+        await one.execute("COMMIT")
+    finally:
+        await one.close()
+        await other.close()
+    counted, grouped = await counters_and_truth(owner_pool)
+    assert counted == grouped == {"valid": 2, "invalid": 2}
