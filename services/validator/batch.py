@@ -107,7 +107,8 @@ class BatchRunner:
     async def warm_up(self) -> None:
         """Make the Redis index complete and renew its TTL (at start; SPEC §5.4)."""
         async with db.transaction(self.pool, isolation="read_committed") as connection:
-            await connection.fetchval(sql.LOCK_CHECKPOINT)
+            if await connection.fetchval(sql.LOCK_CHECKPOINT) is None:
+                return  # no lock to repair under; batches are paused until the row is back
             settings = await self.store.reload(connection)
             set_level(settings.log_level)
             max_seq = int(await connection.fetchval(sql.MAX_SEQ))
@@ -119,14 +120,19 @@ class BatchRunner:
     async def _in_transaction(
         self, connection: asyncpg.Connection, kind: Kind
     ) -> tuple[BatchOutcome, tuple[int, int], tuple[int, int]]:
-        checkpoint = UUID(await connection.fetchval(sql.LOCK_CHECKPOINT))
+        locked = await connection.fetchval(sql.LOCK_CHECKPOINT) is not None
         settings = await self.store.reload(connection)
         set_level(settings.log_level)
         nothing = ((0, 0), (0, 0))
         if settings.maintenance_mode:
             return BatchOutcome(kind, settings, paused="maintenance"), *nothing
-        if self._configuration_problems(settings):
+        if self._configuration_problems(settings, checkpoint_locked=locked):
             return BatchOutcome(kind, settings, paused="configuration"), *nothing
+        # Read under the lock through the settings store: a value that is not a uuid keeps this
+        # process's last good one (SPEC §3), which is never above the true checkpoint, and a
+        # lower checkpoint is safe: judged rows are never fetched again. The batch's write
+        # then replaces the bad text.
+        checkpoint = settings.last_processed_uuid
 
         if kind == "batch":
             settled_before = await connection.fetchval(sql.SETTLE_HORIZON, self.settle_margin)
@@ -230,10 +236,15 @@ class BatchRunner:
             index.WRITE_THROUGH_FAILURES.inc()
         return started, time.time_ns()
 
-    def _configuration_problems(self, settings: RuntimeSettings) -> tuple[str, ...]:
-        """What would make an enabled check raise on every SMS; the engine pauses rather than
-        mark every SMS `error` (logged once per distinct set of problems)."""
+    def _configuration_problems(
+        self, settings: RuntimeSettings, *, checkpoint_locked: bool
+    ) -> tuple[str, ...]:
+        """What would make an enabled check raise on every SMS, or batches unsafe; the engine
+        pauses rather than mark every SMS `error` (logged once per distinct set of problems)."""
         problems: list[str] = []
+        if not checkpoint_locked:
+            problems.append("system_settings has no last_processed_uuid row, the lock that "
+                            "serialises batches; restore it (all zeros is safe)")
         for step in plan(self.checks, settings):
             if step.enabled and isinstance(step.check, ConfigurationAware):
                 problems.extend(step.check.configuration_problems(settings, self.secrets))

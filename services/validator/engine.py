@@ -19,7 +19,6 @@ import logging
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Final
-from uuid import UUID
 
 import asyncpg
 
@@ -178,11 +177,10 @@ class Engine:
                            extra={"error": str(exc)})
 
     async def _measure_backlog(self) -> None:
+        # The checkpoint as the last batch read it (a bad stored value was refused there).
+        checkpoint = self.store.current.last_processed_uuid
         try:
             async with db.transaction(self.pool, readonly=True) as connection:
-                checkpoint = UUID(await connection.fetchval(
-                    "SELECT setting_value FROM system_settings "
-                    "WHERE setting_key = 'last_processed_uuid'"))
                 size, oldest = await connection.fetchrow(sql.BACKLOG, checkpoint, BACKLOG_CAP)
         except TRANSIENT as exc:
             logger.warning("cannot measure the backlog", extra={"error": type(exc).__name__})

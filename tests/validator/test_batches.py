@@ -272,3 +272,53 @@ async def test_two_runners_at_once_equal_one(
     sequential = await final_state(owner_pool)
     assert concurrent == sequential
     assert await redis_senders(redis_client) == await out_sms_senders(owner_pool)
+
+
+async def test_a_bad_checkpoint_value_keeps_the_last_good_one(
+    validator_pool: asyncpg.Pool, receiver_pool: asyncpg.Pool, owner_pool: asyncpg.Pool,
+    redis_link: RedisLink, redis_client: aioredis.Redis, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """SPEC §3: a bad value written by hand is refused and the last good one kept; for the
+    checkpoint any value at or below the true one is safe (judged rows are never fetched)."""
+    runner = make_runner(validator_pool, redis_link)
+    await insert_sms(receiver_pool, stream((s, False) for s in SENDERS[:3]))
+    await drain(runner)
+    await set_settings(owner_pool, {"last_processed_uuid": "not-a-uuid"})
+    later = await insert_sms(receiver_pool, stream((s, False) for s in SENDERS[3:6]))
+    assert [v.sms.uuid for o in await drain(runner) for v in o.verdicts] == later
+    assert await checkpoint(owner_pool) == later[-1]  # the next batch wrote a good one
+    assert any(getattr(r, "setting_key", None) == "last_processed_uuid"
+               and r.levelno == logging.ERROR for r in caplog.records)
+
+    # A process that never saw a good value starts from the default (all zeros).
+    await set_settings(owner_pool, {"last_processed_uuid": "not-a-uuid"})
+    newest = await insert_sms(receiver_pool, stream([(SENDERS[6], False)]))
+    fresh = make_runner(validator_pool, redis_link)
+    assert [v.sms.uuid for o in await drain(fresh) for v in o.verdicts] == newest
+    assert await checkpoint(owner_pool) == newest[-1]
+    state = await final_state(owner_pool)
+    assert len(state["sms_monitor"]) == 7
+    assert sum(count for _, count in state["count_sms"]) == 7  # nothing judged twice
+
+
+async def test_a_missing_checkpoint_row_pauses_the_engine(
+    validator_pool: asyncpg.Pool, receiver_pool: asyncpg.Pool, owner_pool: asyncpg.Pool,
+    redis_link: RedisLink, redis_client: aioredis.Redis,
+) -> None:
+    """Without the row there is no lock to serialise batches on: claim nothing until it is
+    back, and never crash."""
+    async with db.transaction(owner_pool) as connection:
+        await connection.execute(
+            "DELETE FROM system_settings WHERE setting_key = 'last_processed_uuid'")
+    uuids = await insert_sms(receiver_pool, stream((s, True) for s in SENDERS[:2]))
+    runner = make_runner(validator_pool, redis_link)
+    await runner.warm_up()
+    paused = await runner.run("batch")
+    assert (paused.paused, paused.size) == ("configuration", 0)
+    assert (await runner.run("sweep")).paused == "configuration"
+    async with db.transaction(owner_pool) as connection:
+        await connection.execute(
+            "INSERT INTO system_settings (setting_key, setting_value) "
+            "VALUES ('last_processed_uuid', '00000000-0000-0000-0000-000000000000')")
+    assert [v.sms.uuid for o in await drain(runner) for v in o.verdicts] == uuids
+    assert await checkpoint(owner_pool) == uuids[-1]

@@ -246,3 +246,18 @@ async def test_sigterm_finishes_the_batch_in_flight_and_exits_in_time(
     # every judged SMS was counted once.
     assert (judged, above) == (below, 0)
     assert counted == judged
+
+
+async def test_a_bad_checkpoint_value_never_stops_the_engine(
+    validator_pool: asyncpg.Pool, receiver_pool: asyncpg.Pool, owner_pool: asyncpg.Pool,
+    redis_link: RedisLink, redis_client: aioredis.Redis,
+) -> None:
+    engine = make_engine(validator_pool, redis_link)
+    async with running(engine) as task:
+        await wait_for(lambda: asyncio.sleep(0, engine.started), what="the engine started")
+        await set_settings(owner_pool, {"last_processed_uuid": "garbage"})
+        await asyncio.sleep(engine.sweep_interval * 2)  # batches and sweeper ticks meanwhile
+        await insert_sms(receiver_pool, [NewSms(SENDERS[0], valid_message(SENDERS[0]))])
+        await wait_for(lambda: all_judged(owner_pool), what="the SMS judged")
+        await asyncio.sleep(engine.sweep_interval * 2)
+        assert not task.done()
