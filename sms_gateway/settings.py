@@ -68,39 +68,30 @@ SETTINGS_INVALID = Counter(
 KNOWN_CHECKS: Final = "known_checks"
 
 
-def _known_checks(info: ValidationInfo) -> frozenset[str] | None:
+def _refuse_unknown_checks(names: Iterable[str], info: ValidationInfo) -> None:
+    """When the validation context names the known checks, every name must be one of them."""
     context = info.context
-    if isinstance(context, Mapping):
-        known = context.get(KNOWN_CHECKS)
-        if known is not None:
-            return frozenset(known)
-    return None
+    known = context.get(KNOWN_CHECKS) if isinstance(context, Mapping) else None
+    if known is None:
+        return
+    unknown = sorted(set(names) - set(known))
+    if unknown:
+        raise ValueError(
+            f"unknown check(s): {', '.join(unknown)} (known: {', '.join(sorted(known))})")
 
 
 def _check_sequence_rule(value: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
     repeated = sorted({name for name in value if value.count(name) > 1})
     if repeated:
         raise ValueError(f"check names must not repeat: {', '.join(repeated)}")
-    known = _known_checks(info)
-    if known is not None:
-        unknown = sorted(set(value) - known)
-        if unknown:
-            raise ValueError(
-                f"unknown check(s): {', '.join(unknown)} (known: {', '.join(sorted(known))})"
-            )
+    _refuse_unknown_checks(value, info)
     return value
 
 
 def _check_enabled_rule(
     value: dict[str, StrictBool], info: ValidationInfo
 ) -> dict[str, StrictBool]:
-    known = _known_checks(info)
-    if known is not None:
-        unknown = sorted(set(value) - known)
-        if unknown:
-            raise ValueError(
-                f"unknown check(s): {', '.join(unknown)} (known: {', '.join(sorted(known))})"
-            )
+    _refuse_unknown_checks(value, info)
     return value
 
 
