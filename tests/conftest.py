@@ -207,3 +207,12 @@ def service_environment(
     monkeypatch.setenv("SMSGW_REDIS_PASSWORD", infra.redis_password)
     monkeypatch.setenv("SMSGW_REDIS_DB", str(TEST_REDIS_DB))
     monkeypatch.setenv("SMSGW_LOG_FORMAT", "text")
+
+
+@pytest.fixture
+def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No SMSGW_* variable of the shell that runs the tests reaches a configuration under test;
+    the harness's own SMSGW_TEST_* variables stay."""
+    for name in list(os.environ):
+        if name.startswith("SMSGW_") and not name.startswith("SMSGW_TEST_"):
+            monkeypatch.delenv(name)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -18,10 +17,7 @@ OTHER = "H5kD8wQ2zN7cV4xJ9mT1"
 
 
 @pytest.fixture(autouse=True)
-def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(os.environ):
-        if name.startswith("SMSGW_") and not name.startswith("SMSGW_TEST_"):
-            monkeypatch.delenv(name)
+def only_a_database_url(clean_environment: None, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SMSGW_DATABASE_URL", URL)
 
 

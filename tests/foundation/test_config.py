@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -13,11 +12,7 @@ from sms_gateway.errors import ConfigurationError
 GOOD_URL = "postgresql://sms_receiver:Zq8vN3x7Lr2pW5tY@127.0.0.1:6432/sms_gateway"
 
 
-@pytest.fixture(autouse=True)
-def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(os.environ):
-        if name.startswith("SMSGW_") and not name.startswith("SMSGW_TEST_"):
-            monkeypatch.delenv(name)
+pytestmark = pytest.mark.usefixtures("clean_environment")
 
 
 def test_a_complete_configuration_loads(monkeypatch: pytest.MonkeyPatch) -> None:
