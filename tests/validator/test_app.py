@@ -53,6 +53,8 @@ async def test_the_app_runs_the_engine_and_waits_out_a_redis_outage(
         assert not await all_judged(owner_pool)
         await set_settings(owner_pool, {"redis_port": str(infra.redis_port)})
         await wait_for(lambda: all_judged(owner_pool), within=30, what="resumed by itself")
+        assert not app.state.engine_task.done()  # waited the outage out, never exited
+        assert (await client.get("/ready")).status_code == 200
 
         metrics = (await client.get("/metrics")).text
         assert 'sms_validator_sms_total{status="valid"}' in metrics
