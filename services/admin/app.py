@@ -23,9 +23,10 @@ from services.admin.errors import (
     SenderNotBlacklisted,
     SmsNotFound,
     SmsNotInError,
+    UnknownQueryParameters,
 )
 from services.admin.routes import blacklist, settings, sms, stats
-from services.admin.state import AdminState, operator
+from services.admin.state import AdminState, known_query_parameters_only, operator
 from sms_gateway import db
 from sms_gateway.errors import SettingValueError, UnknownSettingError
 from sms_gateway.http import HttpMetricsMiddleware, ops_router
@@ -87,7 +88,7 @@ def create_app(config: AdminConfig) -> FastAPI:
     app.include_router(ops_router(ready))
     # The middleware refuses unauthenticated requests; the dependency documents the scheme in
     # OpenAPI and hands the operator's name to the handlers that record it.
-    protected = [Depends(operator)]
+    protected = [Depends(operator), Depends(known_query_parameters_only)]
     for router in (settings.router, sms.router, blacklist.router, stats.router):
         app.include_router(router, dependencies=protected)
     install_error_handlers(app)
@@ -132,6 +133,9 @@ def install_error_handlers(app: FastAPI) -> None:
         assert isinstance(exc, UnknownSettingError)
         return _problem(404, str(exc), key=exc.key)
 
+    async def unknown_query_parameters(_: Request, exc: Exception) -> JSONResponse:
+        return _problem(422, str(exc))
+
     async def not_found(_: Request, exc: Exception) -> JSONResponse:
         return _problem(404, str(exc))
 
@@ -151,6 +155,7 @@ def install_error_handlers(app: FastAPI) -> None:
         SmsNotFound: not_found,
         SenderNotBlacklisted: not_found,
         SmsNotInError: conflict,
+        UnknownQueryParameters: unknown_query_parameters,
     }
     for transient in db.TRANSIENT_DB_ERRORS:
         if issubclass(transient, Exception):

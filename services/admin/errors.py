@@ -5,6 +5,7 @@
     ├── SettingValueError (sms_gateway)    422: names the key and the rule
     └── AdminError
         ├── NotAuthenticated               401: a missing, malformed or unknown bearer token
+        ├── UnknownQueryParameters         422: names them and the accepted ones
         ├── SmsNotFound                    404
         ├── SenderNotBlacklisted           404
         └── SmsNotInError                  409: only an SMS in error can be requeued
@@ -12,6 +13,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from uuid import UUID
 
 from sms_gateway.errors import GatewayError
@@ -28,6 +30,16 @@ class NotAuthenticated(AdminError):
         # `reason` is for logs and metrics (missing, malformed, unknown); never the token.
         self.reason = reason
         super().__init__()
+
+
+class UnknownQueryParameters(AdminError):
+    """The request names query parameters this endpoint does not take."""
+
+    def __init__(self, unknown: Collection[str], accepted: Collection[str]) -> None:
+        self.unknown = sorted(unknown)
+        super().__init__(
+            f"unknown query parameter(s): {', '.join(self.unknown)} "
+            f"(accepted: {', '.join(sorted(accepted)) or 'none'})")
 
 
 class SmsNotFound(AdminError):

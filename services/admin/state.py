@@ -1,5 +1,5 @@
-"""What every handler needs: the service's state (built in the lifespan) and the operator who
-authenticated the request."""
+"""What every handler needs: the service's state (built in the lifespan), the operator who
+authenticated the request, and a refusal of query parameters the endpoint does not take."""
 
 from __future__ import annotations
 
@@ -7,11 +7,13 @@ from dataclasses import dataclass
 
 import asyncpg
 from fastapi import Depends, Request
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from services.admin.auth import TokenVerifier
 from services.admin.config import AdminConfig
-from services.admin.errors import NotAuthenticated
+from services.admin.errors import NotAuthenticated, UnknownQueryParameters
 from sms_gateway.settings import SettingsStore
 
 
@@ -47,3 +49,22 @@ async def operator(
         # Only reachable if the middleware is not installed: refuse rather than trust.
         raise NotAuthenticated("missing")
     return name
+
+
+async def known_query_parameters_only(request: Request) -> None:
+    """Refuse a query parameter the endpoint does not declare: a misspelt filter
+    (`?prefix=` for `?sender_prefix=`) would otherwise answer as if there were no filter."""
+    route = request.scope.get("route")
+    if not isinstance(route, APIRoute):
+        return
+    accepted = _declared_query_parameters(route.dependant)
+    unknown = set(request.query_params) - accepted
+    if unknown:
+        raise UnknownQueryParameters(unknown, accepted)
+
+
+def _declared_query_parameters(dependant: Dependant) -> set[str]:
+    names = {parameter.alias for parameter in dependant.query_params}
+    for sub_dependant in dependant.dependencies:
+        names |= _declared_query_parameters(sub_dependant)
+    return names

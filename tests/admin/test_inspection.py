@@ -246,3 +246,21 @@ async def test_removal_finds_the_sender_however_it_is_written(
     response = await authed.delete("/blacklist/+44 (7700) 900-999")
     assert response.status_code == 200, response.text
     assert response.json()["removed"]["sender_number"] == "447700900999"
+
+
+async def test_unknown_query_parameters_are_refused_naming_them(
+    authed: httpx.AsyncClient, owner_pool: asyncpg.Pool
+) -> None:
+    """A misspelt filter must not answer as if there were none (`prefix` is not
+    `sender_prefix`: ignoring it would list the whole blacklist)."""
+    await blacklist_senders(owner_pool, {"447700900999": 15})
+    for path, params in (("/blacklist", {"prefix": "33"}),
+                         ("/settings/audit", {"keys": "batch_size"}),
+                         ("/settings", {"key": "batch_size"}),
+                         ("/stats", {"window": "5"}),
+                         (f"/sms/{uuid4()}", {"verbose": "1"})):
+        response = await authed.get(path, params=params)
+        assert response.status_code == 422, (path, response.text)
+        [name] = params
+        assert response.json()["detail"].startswith(f"unknown query parameter(s): {name}")
+    assert (await authed.get("/blacklist", params={"sender_prefix": "44"})).status_code == 200
