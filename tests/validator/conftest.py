@@ -176,6 +176,31 @@ async def final_state(pool: asyncpg.Pool) -> dict[str, Any]:
     }
 
 
+async def reset_results(
+    owner_pool: asyncpg.Pool, client: aioredis.Redis, *, inputs: bool = False
+) -> None:
+    """Forget every judgement (and with `inputs` every SMS): checkpoint at zero, Redis empty."""
+    tables = "sms_monitor, out_sms, count_sms, blacklist_sms" + (", input_sms" if inputs else "")
+    async with db.transaction(owner_pool) as connection:
+        await connection.execute(
+            f"TRUNCATE {tables}; "
+            "UPDATE system_settings SET setting_value = '00000000-0000-0000-0000-000000000000' "
+            "WHERE setting_key = 'last_processed_uuid'")
+    await client.flushdb()
+
+
+async def sequential_state(
+    validator_pool: asyncpg.Pool, owner_pool: asyncpg.Pool, redis_link: RedisLink,
+    client: aioredis.Redis, *, batch_size: int = 1,
+) -> dict[str, Any]:
+    """The reference of SPEC §6.1: the same input judged again from scratch, uninterrupted, by
+    one worker (by default one SMS a batch)."""
+    await reset_results(owner_pool, client)
+    await set_settings(owner_pool, {"batch_size": str(batch_size), "parallel_workers": "1"})
+    await drain(make_runner(validator_pool, redis_link))
+    return await final_state(owner_pool)
+
+
 async def redis_senders(client: aioredis.Redis) -> set[str]:
     members = await client.smembers(SET_KEY)
     return {m if isinstance(m, str) else m.decode() for m in members}

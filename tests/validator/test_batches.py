@@ -29,6 +29,7 @@ from tests.validator.conftest import (
     out_sms_senders,
     redis_marker,
     redis_senders,
+    sequential_state,
     set_settings,
     stream,
     valid_message,
@@ -260,18 +261,8 @@ async def test_two_runners_at_once_equal_one(
     runners = [make_runner(validator_pool, redis_link) for _ in range(workers + 1)]
     await asyncio.gather(*(drain(r) for r in runners))
     concurrent = await final_state(owner_pool)
-
-    # The same stream, one SMS at a time, on a clean slate.
-    async with db.transaction(owner_pool) as connection:
-        await connection.execute(
-            "TRUNCATE sms_monitor, out_sms, count_sms, blacklist_sms; "
-            "UPDATE system_settings SET setting_value = '00000000-0000-0000-0000-000000000000' "
-            "WHERE setting_key = 'last_processed_uuid'")
-    await redis_client.flushdb()
-    await set_settings(owner_pool, {"batch_size": "1"})
-    await drain(make_runner(validator_pool, redis_link))
-    sequential = await final_state(owner_pool)
-    assert concurrent == sequential
+    assert concurrent == await sequential_state(validator_pool, owner_pool, redis_link,
+                                                redis_client)
     assert await redis_senders(redis_client) == await out_sms_senders(owner_pool)
 
 

@@ -26,7 +26,6 @@ from tests.validator.conftest import (
     SENDERS,
     NewSms,
     all_judged,
-    drain,
     final_state,
     insert_sms,
     make_engine,
@@ -34,6 +33,7 @@ from tests.validator.conftest import (
     out_sms_senders,
     redis_senders,
     running,
+    sequential_state,
     set_settings,
     valid_message,
     wait_for,
@@ -44,26 +44,6 @@ def mixed_stream(rng: random.Random, count: int, senders: int) -> list[NewSms]:
     pool = SENDERS[:senders]
     return [NewSms(s, valid_message(s) if rng.random() < 0.7 else f"BAD {s}")
             for s in (rng.choice(pool) for _ in range(count))]
-
-
-async def reset_results(owner_pool: asyncpg.Pool, client: aioredis.Redis) -> None:
-    async with db.transaction(owner_pool) as connection:
-        await connection.execute(
-            "TRUNCATE sms_monitor, out_sms, count_sms, blacklist_sms; "
-            "UPDATE system_settings SET setting_value = '00000000-0000-0000-0000-000000000000' "
-            "WHERE setting_key = 'last_processed_uuid'")
-    await client.flushdb()
-
-
-async def sequential_state(
-    validator_pool: asyncpg.Pool, owner_pool: asyncpg.Pool, redis_link: RedisLink,
-    client: aioredis.Redis, *, batch_size: int = 1,
-) -> dict[str, object]:
-    """The reference: the same input, uninterrupted, one worker (by default one SMS a batch)."""
-    await reset_results(owner_pool, client)
-    await set_settings(owner_pool, {"batch_size": str(batch_size), "parallel_workers": "1"})
-    await drain(make_runner(validator_pool, redis_link))
-    return await final_state(owner_pool)
 
 
 async def test_engines_with_workers_while_redis_is_flushed_equal_one_sequential_run(

@@ -15,20 +15,19 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import checks
-from sms_gateway import db
 from sms_gateway.redis import RedisLink
 from tests.validator.conftest import (
     SENDERS,
     NewSms,
     all_judged,
-    drain,
     final_state,
     insert_sms,
     make_engine,
-    make_runner,
     out_sms_senders,
     redis_senders,
+    reset_results,
     running,
+    sequential_state,
     set_settings,
     valid_message,
     wait_for,
@@ -56,16 +55,6 @@ sequences = st.lists(st.sampled_from(CHECK_NAMES), min_size=1, max_size=6, uniqu
 enabled = st.fixed_dictionaries({name: st.booleans() for name in CHECK_NAMES})
 
 
-async def reset(owner_pool: asyncpg.Pool, client: aioredis.Redis, *, inputs: bool) -> None:
-    tables = "sms_monitor, out_sms, count_sms, blacklist_sms"
-    async with db.transaction(owner_pool) as connection:
-        await connection.execute(
-            f"TRUNCATE {tables}{', input_sms' if inputs else ''}; "
-            "UPDATE system_settings SET setting_value = '00000000-0000-0000-0000-000000000000' "
-            "WHERE setting_key = 'last_processed_uuid'")
-    await client.flushdb()
-
-
 @pytest.mark.slow
 @settings(max_examples=18, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
@@ -78,7 +67,7 @@ async def test_any_batching_equals_one_sms_at_a_time(
     stream: list[tuple[int, str]], sequence: list[str], enabled_checks: dict[str, bool],
     threshold: int, batch_size: int, workers: int,
 ) -> None:
-    await reset(owner_pool, redis_client, inputs=True)
+    await reset_results(owner_pool, redis_client, inputs=True)
     common = {"check_sequence": json.dumps(sequence),
               "check_enabled": json.dumps(enabled_checks),
               "blacklist_threshold": str(threshold)}
@@ -91,8 +80,6 @@ async def test_any_batching_equals_one_sms_at_a_time(
     batched: dict[str, Any] = await final_state(owner_pool)
     batched_set = await redis_senders(redis_client)
 
-    await reset(owner_pool, redis_client, inputs=False)
-    await set_settings(owner_pool, {"batch_size": "1", "parallel_workers": "1"})
-    await drain(make_runner(validator_pool, redis_link))
-    assert batched == await final_state(owner_pool)
+    assert batched == await sequential_state(validator_pool, owner_pool, redis_link,
+                                             redis_client)
     assert batched_set == await redis_senders(redis_client) == await out_sms_senders(owner_pool)
