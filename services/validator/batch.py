@@ -59,7 +59,6 @@ class BatchOutcome:
     verdicts: Sequence[Verdict] = ()
     requeued: int = 0
     paused: Paused | None = None
-    checkpoint: UUID | None = None
     forwarded_senders: Sequence[str] = field(default_factory=tuple)
 
     @property
@@ -146,7 +145,7 @@ class BatchRunner:
             rows = await connection.fetch(sql.FETCH_SWEEP, checkpoint, self.sweep_window,
                                           settings.batch_size)
         if not rows:
-            return BatchOutcome(kind, settings, checkpoint=checkpoint), *nothing
+            return BatchOutcome(kind, settings), *nothing
 
         batch = [IncomingSms(row["uuid"], row["sender_number"], row["sms_message"],
                              row["received_timestamp"], row["created_at"]) for row in rows]
@@ -186,7 +185,6 @@ class BatchRunner:
         forwarded_senders = [v.sms.sender_number for v in verdicts if v.forwarded]
         requeued = sum(1 for row in rows if kind == "sweep" and row["requeued"])
         outcome = BatchOutcome(kind, settings, batch_id, verdicts, requeued=requeued,
-                               checkpoint=new_checkpoint or checkpoint,
                                forwarded_senders=forwarded_senders)
         return outcome, write_ns, (max_seq, new_seq)
 
