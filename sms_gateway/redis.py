@@ -8,6 +8,8 @@ from typing import Final
 
 import redis.asyncio as aioredis
 import redis.exceptions
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 logger = logging.getLogger(__name__)
 
@@ -23,7 +25,13 @@ Redis = aioredis.Redis
 
 
 class RedisLink:
-    """One client for the current (host, port); `for_target` reconnects when they change."""
+    """One client for the current (host, port); `for_target` reconnects when they change.
+
+    The client does not retry on its own. By default redis-py retries a failed command three
+    times with up to 10 s of backoff, hidden beneath the caller's retries: a Redis outage then
+    held a validator batch (and the checkpoint lock) for seconds per command. Callers retry with
+    `sms_gateway.retry` and the `max_database_retries` setting, the one retry policy.
+    """
 
     def __init__(self, *, password: str | None, db: int, timeout: float = 5.0) -> None:
         self._password = password
@@ -47,6 +55,7 @@ class RedisLink:
                 socket_connect_timeout=self._timeout,
                 health_check_interval=30,
                 decode_responses=True,
+                retry=Retry(NoBackoff(), 0),
             )
             self._target = (host, port)
         return self._client

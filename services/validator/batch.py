@@ -24,8 +24,6 @@ from uuid import UUID, uuid4
 
 import asyncpg
 import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 
 from checks.base import Check, CheckResult, CheckSecrets, ConfigurationAware, IncomingSms
 from services.validator import index, metrics, sql
@@ -91,7 +89,6 @@ class BatchRunner:
         self.tracing = tracing
         self._columns: Final = tuple(checks)
         self._reported_problems: tuple[str, ...] = ()
-        self._redis_client: aioredis.Redis | None = None
 
     async def run(self, kind: Kind) -> BatchOutcome:
         started = time.perf_counter()
@@ -239,19 +236,9 @@ class BatchRunner:
         return started, time.time_ns()
 
     async def _redis(self, settings: RuntimeSettings) -> aioredis.Redis:
-        """The client for the current `redis_host`/`redis_port`, without redis-py's own retries.
-
-        By default redis-py retries a failed command three times with up to 10 s of backoff,
-        beneath the engine's retries and while the batch holds the checkpoint lock: a Redis
-        outage held every batch for seconds per command, and the engine noticed (and, after the
-        outage, resumed) that much later. `max_database_retries` with the engine's backoff is
-        the one retry policy (SPEC §6.4).
-        """
-        client = await self.redis_link.for_target(settings.redis_host, settings.redis_port)
-        if client is not self._redis_client:
-            client.set_retry(Retry(NoBackoff(), 0))
-            self._redis_client = client
-        return client
+        """The client for the current `redis_host`/`redis_port` (it has no retries of its own:
+        `max_database_retries` with the engine's backoff is the one retry policy, SPEC §6.4)."""
+        return await self.redis_link.for_target(settings.redis_host, settings.redis_port)
 
     def _configuration_problems(
         self, settings: RuntimeSettings, *, checkpoint_locked: bool
