@@ -59,7 +59,7 @@ SETTINGS_RELOADS = Counter(
 )
 SETTINGS_INVALID = Counter(
     "sms_settings_invalid_values_total",
-    "Stored setting values refused on reload (the last good value was kept).",
+    "Distinct stored setting values refused (the last good value was kept).",
     ["key"],
 )
 
@@ -328,13 +328,14 @@ class SettingsStore:
     """The last good settings of this process, refreshed from `system_settings`.
 
     A stored value that breaks its rule is logged once (until it changes) and the key keeps its
-    last good value; a missing key keeps its default.
+    last good value; a missing key keeps its default. A stored text seen at the previous reload
+    is not parsed again: the validator reloads before every batch.
     """
 
     def __init__(self, *, known_checks: Iterable[str] | None = None) -> None:
         self._known_checks = frozenset(known_checks) if known_checks is not None else None
         self._current = DEFAULTS
-        self._refused: dict[str, str] = {}
+        self._seen: dict[str, str] = {}  # key -> the stored text last applied or refused
         self._unknown_reported: set[str] = set()
 
     @property
@@ -342,29 +343,29 @@ class SettingsStore:
         return self._current
 
     def apply(self, rows: Iterable[tuple[str, str]]) -> RuntimeSettings:
-        values = dict(self._current)
+        SETTINGS_RELOADS.inc()
+        changes: dict[str, Any] = {}
         for key, text in rows:
+            if self._seen.get(key) == text:
+                continue
             if key not in _ADAPTERS:
                 if key not in self._unknown_reported:
                     self._unknown_reported.add(key)
                     logger.warning("ignoring unknown setting", extra={"setting_key": key})
                 continue
+            self._seen[key] = text
             try:
-                values[key] = parse_setting_text(key, text, known_checks=self._known_checks)
+                changes[key] = parse_setting_text(key, text, known_checks=self._known_checks)
             except SettingValueError as exc:
                 SETTINGS_INVALID.labels(key=key).inc()
-                if self._refused.get(key) != text:
-                    self._refused[key] = text
-                    logger.error(  # noqa: TRY400 - a refused value is not an exception to trace
-                        "refusing stored setting value, keeping the last good one",
-                        extra={"setting_key": key, "rule": exc.rule,
-                               "kept_value": to_json(key, values[key])},
-                    )
-                continue
-            self._refused.pop(key, None)
-        SETTINGS_RELOADS.inc()
-        # Every value was validated on its own above; the model holds no cross-key rule.
-        self._current = RuntimeSettings.model_construct(**values)
+                logger.error(  # noqa: TRY400 - a refused value is not an exception to trace
+                    "refusing stored setting value, keeping the last good one",
+                    extra={"setting_key": key, "rule": exc.rule,
+                           "kept_value": to_json(key, getattr(self._current, key))},
+                )
+        if changes:
+            # Every value was validated on its own above; the model holds no cross-key rule.
+            self._current = RuntimeSettings.model_construct(**(dict(self._current) | changes))
         return self._current
 
     async def reload(self, connection: _Fetcher) -> RuntimeSettings:
