@@ -85,15 +85,17 @@ def configuration_problems(
     settings: RuntimeSettings,
     secrets: CheckSecrets,
     names: Iterable[str] | None = None,
+    *,
+    registry: Mapping[str, Check] = REGISTRY,
 ) -> tuple[str, ...]:
-    """What in `settings` and `secrets` would make the checks `names` (default: all) raise
-    `CheckConfigurationError` instead of judging SMS; empty when nothing would.
+    """What in `settings` and `secrets` would make the checks `names` (default: all of
+    `registry`) raise `CheckConfigurationError` instead of judging SMS; empty when nothing would.
 
     For the validator to report (or refuse) a bad configuration when it loads settings.
     """
     problems: list[str] = []
-    for name in REGISTRY if names is None else names:
-        check = REGISTRY[name]
+    for name in registry if names is None else names:
+        check = registry[name]
         if isinstance(check, ConfigurationAware):
             problems.extend(check.configuration_problems(settings, secrets))
     return tuple(problems)

@@ -25,7 +25,8 @@ from uuid import UUID, uuid4
 import asyncpg
 import redis.asyncio as aioredis
 
-from checks.base import Check, CheckResult, CheckSecrets, ConfigurationAware, IncomingSms
+from checks import configuration_problems
+from checks.base import Check, CheckResult, CheckSecrets, IncomingSms
 from services.validator import index, metrics, sql
 from services.validator.errors import DoubleJudgementError
 from services.validator.ledger import BatchLedger
@@ -249,9 +250,9 @@ class BatchRunner:
         if not checkpoint_locked:
             problems.append("system_settings has no last_processed_uuid row, the lock that "
                             "serialises batches; restore it (all zeros is safe)")
-        for step in plan(self.checks, settings):
-            if step.enabled and isinstance(step.check, ConfigurationAware):
-                problems.extend(step.check.configuration_problems(settings, self.secrets))
+        enabled = [step.name for step in plan(self.checks, settings) if step.enabled]
+        problems.extend(
+            configuration_problems(settings, self.secrets, enabled, registry=self.checks))
         found = tuple(problems)
         if found != self._reported_problems:
             self._reported_problems = found
