@@ -76,7 +76,9 @@ def create_app(config: AdminConfig) -> FastAPI:
         description=(
             "Every endpoint but /health, /ready and /metrics needs "
             "`Authorization: Bearer <token>` with a token of `SMSGW_ADMIN_TOKENS`; "
-            "the token's name is what the settings audit records."
+            "the token's name is what the settings audit records. This description "
+            "(/docs, /openapi.json) is open too: it holds no data, and a browser must be "
+            "able to load it before the operator enters a token."
         ),
         lifespan=lifespan,
         redoc_url=None,  # /docs is the one place (SPEC §7)
