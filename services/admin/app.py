@@ -16,6 +16,7 @@ from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from starlette.types import ExceptionHandler
 
 from checks import REGISTRY
+from services.admin import ui
 from services.admin.auth import BearerAuthMiddleware, TokenVerifier
 from services.admin.config import AdminConfig
 from services.admin.errors import (
@@ -35,9 +36,11 @@ from sms_gateway.settings import SettingsStore, keep_fresh
 logger = logging.getLogger(__name__)
 
 SETTINGS_REFRESH_SECONDS: Final = 2.0
-# Answered without a token: operations (SPEC §7) and the API's own description.
+# Answered without a token: operations (SPEC §7), the API's own description and the operator
+# page, none of which holds data.
 PUBLIC_PATHS: Final = frozenset(
-    {"/health", "/ready", "/metrics", "/docs", "/docs/oauth2-redirect", "/openapi.json"})
+    {"/health", "/ready", "/metrics", "/docs", "/docs/oauth2-redirect", "/openapi.json"}
+) | ui.PUBLIC_PATHS
 # check_sequence and check_enabled may name only registered checks (contracts §5).
 KNOWN_CHECKS: Final = frozenset(REGISTRY)
 
@@ -78,7 +81,8 @@ def create_app(config: AdminConfig) -> FastAPI:
             "`Authorization: Bearer <token>` with a token of `SMSGW_ADMIN_TOKENS`; "
             "the token's name is what the settings audit records. This description "
             "(/docs, /openapi.json) is open too: it holds no data, and a browser must be "
-            "able to load it before the operator enters a token."
+            "able to load it before the operator enters a token. So is the operator page at "
+            "`/`, which asks these endpoints for everything it shows."
         ),
         lifespan=lifespan,
         redoc_url=None,  # /docs is the one place (SPEC §7)
@@ -88,6 +92,7 @@ def create_app(config: AdminConfig) -> FastAPI:
         return {"database": await db.is_ready(admin_state_of(app).pool)}
 
     app.include_router(ops_router(ready))
+    app.include_router(ui.ui_router())
     # The middleware refuses unauthenticated requests; the dependency documents the scheme in
     # OpenAPI and hands the operator's name to the handlers that record it.
     protected = [Depends(operator), Depends(known_query_parameters_only)]
