@@ -151,15 +151,17 @@ class SmsStore:
         while True:
             await self._arrived.wait()
             if not self._waiting:
-                self._arrived.clear()
                 if self._closing:
                     return
+                self._arrived.clear()
                 continue
             if len(self._waiting) < self._max_rows and self._max_wait > 0 and not self._closing:
                 await asyncio.sleep(self._max_wait)  # let concurrent requests join this group
             await self._slots.acquire()  # while every slot is busy, the group keeps growing
             group = self._take(self._max_rows)
-            if not self._waiting:
+            if not self._waiting and not self._closing:
+                # While closing the event stays set, so that the loop comes round to see the
+                # queue empty and ends (clearing it here left close() waiting for ever).
                 self._arrived.clear()
             flush = asyncio.create_task(self._flush(group))
             self._flushes.add(flush)
