@@ -163,13 +163,18 @@ class SmsStore:
                 # While closing the event stays set, so that the loop comes round to see the
                 # queue empty and ends (clearing it here left close() waiting for ever).
                 self._arrived.clear()
+            if not group:  # every request taken had been cancelled
+                self._slots.release()
+                continue
             flush = asyncio.create_task(self._flush(group))
             self._flushes.add(flush)
             flush.add_done_callback(self._flushes.discard)
 
     def _take(self, count: int) -> list[_Waiting]:
+        """The next `count` requests, less those cancelled while they waited: such a client
+        got no answer and will deliver again, so storing its row would only duplicate it."""
         group, self._waiting = self._waiting[:count], self._waiting[count:]
-        return group
+        return [waiting for waiting in group if not waiting.answer.cancelled()]
 
     async def _flush(self, group: list[_Waiting]) -> None:
         started = time.perf_counter()

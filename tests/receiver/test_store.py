@@ -1,5 +1,6 @@
 """The group-commit store on its own, against the real database: a failed flush fails exactly its
-requests, and close() commits every request already queued before it returns."""
+requests, a request cancelled before its row is taken stores nothing, and close() commits every
+request already taken before it returns."""
 
 from __future__ import annotations
 
@@ -59,6 +60,20 @@ async def test_a_failed_flush_fails_exactly_its_own_requests(
     assert isinstance(results[2], StoredSms)
     rows = await stored_rows(owner_pool)
     assert sorted(row["sms_message"] for row in rows) == ["after", "before"]
+
+
+async def test_a_request_cancelled_while_waiting_stores_nothing(
+    running_store: StoreFactory, owner_pool: asyncpg.Pool
+) -> None:
+    async with running_store(max_wait=0.05) as store:
+        gone = asyncio.create_task(store.store(_sms("15550000001", "client went away")))
+        await asyncio.sleep(0)  # it joins the pending group
+        gone.cancel()
+        stayed = await store.store(_sms("15550000002", "client stayed"))
+        with pytest.raises(asyncio.CancelledError):
+            await gone
+    [row] = await stored_rows(owner_pool)
+    assert (row["uuid"], row["sms_message"]) == (stayed.uuid, "client stayed")
 
 
 async def test_close_commits_every_request_already_taken(
