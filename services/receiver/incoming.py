@@ -49,6 +49,11 @@ def parse_json_body(body: bytes) -> Any:
     except json.JSONDecodeError as exc:
         raise InvalidSms([Problem(
             "body", f"must be JSON; {exc.msg} at line {exc.lineno} column {exc.colno}")]) from None
+    except RecursionError:
+        # 64 KiB of "[" nests deeper than the parser's recursion limit: a client's error,
+        # not the receiver's (it was a 500).
+        raise InvalidSms([Problem("body", "must be JSON nested at most a few hundred levels "
+                                          "deep")]) from None
 
 
 def storable_text_problem(value: str) -> str | None:

@@ -110,6 +110,7 @@ async def test_lone_surrogates_are_refused(
          b'"2024-06-22T15:46:11Z"}', "UTF-8"),
         (b'{"sender_number": "+1555",', "must be JSON"),
         (b"", "must be JSON"),
+        (b"[" * 30_000 + b"]" * 30_000, "nested"),  # within 64 KiB, past the parser's stack
     ],
 )
 async def test_invalid_utf8_and_malformed_json_are_refused(
