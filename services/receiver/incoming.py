@@ -62,10 +62,11 @@ def storable_text_problem(value: str) -> str | None:
     if position >= 0:
         return (f"must not contain the NUL character (U+0000, at position {position}): "
                 "PostgreSQL text cannot store it")
-    for position, character in enumerate(value):
-        if "\ud800" <= character <= "\udfff":
-            return (f"must be valid Unicode: lone surrogate U+{ord(character):04X} "
-                    f"at position {position}")
+    try:
+        value.encode("utf-8")  # fails exactly on lone surrogates, at C speed
+    except UnicodeEncodeError as exc:
+        return (f"must be valid Unicode: lone surrogate U+{ord(value[exc.start]):04X} "
+                f"at position {exc.start}")
     return None
 
 

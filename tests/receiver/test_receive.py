@@ -99,7 +99,7 @@ async def test_lone_surrogates_are_refused(
     raw = json.dumps(SMS).replace("ACME", "\\ud800ACME").encode()
     response = await client.post("/sms/receive", content=raw,
                                  headers={"content-type": "application/json"})
-    _refusal(response, 422, "sms_message", "surrogate")
+    _refusal(response, 422, "sms_message", "lone surrogate U+D800 at position 0")
     assert await stored_rows(owner_pool) == []
 
 
