@@ -37,13 +37,18 @@ class IncomingSms:
     client_event_id: str | None
 
 
-def parse_json_body(body: bytes) -> Any:
-    """The JSON document of a request body; invalid UTF-8 and malformed JSON are refused."""
+def body_text(body: bytes) -> str:
+    """A request body as text; a body that is not UTF-8 is refused."""
     try:
-        text = body.decode("utf-8")
+        return body.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise InvalidSms([Problem("body", f"must be UTF-8; invalid byte at offset {exc.start}")]) \
             from None
+
+
+def parse_json_body(body: bytes) -> Any:
+    """The JSON document of a request body; invalid UTF-8 and malformed JSON are refused."""
+    text = body_text(body)
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:

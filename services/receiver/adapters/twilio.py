@@ -22,7 +22,7 @@ from typing import Final
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from services.receiver.errors import InvalidSms, Problem, SignatureRefused
-from services.receiver.incoming import IncomingSms, build_sms, idempotency_key
+from services.receiver.incoming import IncomingSms, body_text, build_sms, idempotency_key
 
 SOURCE: Final = "twilio"
 EMPTY_TWIML: Final = b'<?xml version="1.0" encoding="UTF-8"?><Response/>'
@@ -31,11 +31,7 @@ _DEFAULT_PORTS: Final = {"http": 80, "https": 443}
 
 
 def parse_form(body: bytes) -> list[tuple[str, str]]:
-    try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise InvalidSms([Problem("body", f"must be UTF-8; invalid byte at offset {exc.start}")]) \
-            from None
+    text = body_text(body)
     try:
         return parse_qsl(text, keep_blank_values=True, strict_parsing=bool(text),
                          errors="strict")
