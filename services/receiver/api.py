@@ -15,12 +15,14 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, Final
+from urllib.parse import quote
 
 from fastapi import FastAPI, Header, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from opentelemetry import trace
 from opentelemetry.trace import Tracer
+from starlette.types import Scope
 
 from services.receiver import incoming, metrics
 from services.receiver.adapters import smsgate, twilio
@@ -264,6 +266,15 @@ def _trace(receiver: Receiver, request: Request, stored: StoredSms, source: str)
         http_span=trace.get_current_span().get_span_context())
 
 
+def _target_path(scope: Scope) -> str:
+    """The path as the client sent it. ASGI's `path` already holds the root_path (so adding
+    root_path doubled a proxy's prefix) and is percent-decoded; `raw_path` is neither."""
+    raw_path: bytes | None = scope.get("raw_path")
+    if raw_path is None:  # optional in ASGI
+        return quote(scope["path"], safe="/:@!$&'()*+,;=-._~")
+    return raw_path.split(b"?", 1)[0].decode("latin-1")
+
+
 def _add_sms_routes(app: FastAPI) -> None:
     @app.post(
         "/sms/receive", status_code=202, response_model=Receipt, tags=["sms"],
@@ -359,8 +370,7 @@ def _add_sms_routes(app: FastAPI) -> None:
         token = receiver.config.twilio_auth_token
         if token is not None:
             url = twilio.request_url(
-                request.url.scheme, request.headers,
-                request.scope.get("root_path", "") + request.scope["path"],
+                request.url.scheme, request.headers, _target_path(request.scope),
                 request.scope.get("query_string", b"").decode("latin-1"))
             twilio.verify_signature(token.get_secret_value().encode("utf-8"), url, params,
                                     x_twilio_signature)

@@ -38,15 +38,17 @@ def receiver_config(database: FreshDatabase, **overrides: Any) -> ReceiverConfig
 
 @pytest.fixture
 def receiver_client(database: FreshDatabase) -> ClientFactory:
-    """`async with receiver_client(**config) as client:` a running receiver."""
+    """`async with receiver_client(**config) as client:` a running receiver; with `root_path`,
+    mounted behind a proxy that strips that prefix (request paths then start with it, as
+    uvicorn's --root-path gives them)."""
 
     @asynccontextmanager
-    async def running(**overrides: Any) -> AsyncIterator[httpx.AsyncClient]:
+    async def running(root_path: str = "", **overrides: Any) -> AsyncIterator[httpx.AsyncClient]:
         app = create_app(receiver_config(database, **overrides))
         async with app.router.lifespan_context(app) as state:
             # ASGITransport does not run the lifespan: hand its state to each request as
             # the server would.
-            transport = httpx.ASGITransport(app=_with_state(app, state))
+            transport = httpx.ASGITransport(app=_with_state(app, state), root_path=root_path)
             async with httpx.AsyncClient(
                 transport=transport, base_url="http://receiver.test"
             ) as client:

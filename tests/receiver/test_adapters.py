@@ -238,6 +238,21 @@ async def test_twilio_signature_uses_the_url_behind_a_proxy(
     assert len(await stored_rows(owner_pool)) == 2
 
 
+async def test_twilio_signature_uses_the_path_a_prefix_stripping_proxy_was_called_with(
+    receiver_client: ClientFactory, owner_pool: asyncpg.Pool
+) -> None:
+    # Twilio calls https://sms.example.com/gw/sms/receive/twilio; the proxy strips /gw and the
+    # receiver runs with root_path=/gw. The signed URL has the prefix once, not twice.
+    url = "https://sms.example.com/gw/sms/receive/twilio"
+    async with receiver_client(root_path="/gw", twilio_auth_token=TWILIO_TOKEN) as client:
+        response = await client.post(
+            "/gw/sms/receive/twilio", content=urlencode(TWILIO_PARAMS),
+            headers={**FORM, "X-Forwarded-Proto": "https", "X-Forwarded-Host": "sms.example.com",
+                     "X-Twilio-Signature": _twilio_signature(url, TWILIO_PARAMS)})
+    assert response.status_code == 200, response.text
+    assert len(await stored_rows(owner_pool)) == 1
+
+
 @pytest.mark.parametrize("case", ["tampered", "wrong token", "wrong url", "missing"])
 async def test_twilio_bad_signatures_are_401_and_store_nothing(
     signed_client: httpx.AsyncClient, owner_pool: asyncpg.Pool, case: str

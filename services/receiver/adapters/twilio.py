@@ -71,7 +71,11 @@ def verify_signature(
 
 
 def request_url(scheme: str, headers: Mapping[str, str], path: str, query: str) -> str:
-    """The URL Twilio called, as a proxy in front of us received it."""
+    """The URL Twilio called, as a proxy in front of us received it.
+
+    `path` is the request target as it was sent (percent-encoding kept: Twilio signs the URL
+    it was configured with), including the prefix a proxy strips (the ASGI root_path).
+    """
     forwarded_proto = headers.get("x-forwarded-proto")
     forwarded_host = headers.get("x-forwarded-host")
     if forwarded_proto:
