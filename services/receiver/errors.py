@@ -5,7 +5,7 @@
         ├── InvalidSms               422: the request cannot be stored as it is
         ├── BodyTooLarge             413
         ├── SignatureRefused         401: an adapter's signature does not verify
-        ├── IdempotencyKeyReused     422: a batch key names a different batch
+        ├── IdempotencyKeyReused     409: a batch key names a different batch
         └── StorageUnavailable       503: the database did not answer within the retries
 """
 
