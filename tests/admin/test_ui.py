@@ -243,9 +243,8 @@ class Browser:
         self.session = session
 
     async def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-        response = await self.client.request(
-            method, f"/session/{self.session}{path}",
-            json=body if body is not None or method == "POST" else None)
+        response = await self.client.request(method, f"/session/{self.session}{path}",
+                                             json=body)
         answer = response.json()["value"]
         assert response.status_code == 200, f"WebDriver {method} {path}: {answer}"
         return answer
