@@ -42,6 +42,9 @@ class Migration:
 
 def discover(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
     migrations = [Migration(path.stem, path) for path in sorted(directory.glob("[0-9]*.sql"))]
+    if not migrations:
+        # An installed package has no db/init beside it: say so rather than "up to date".
+        raise MigrationError(f"no migrations in {directory}: give --dir or SMSGW_MIGRATIONS_DIR")
     numbers = [m.version.split("_", 1)[0] for m in migrations]
     if len(set(numbers)) != len(numbers):
         raise MigrationError(f"two migrations share a number in {directory}")
@@ -88,7 +91,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=os.environ.get("SMSGW_MIGRATE_DATABASE_URL"),
         help="URL of the role that owns the schema (default: $SMSGW_MIGRATE_DATABASE_URL)",
     )
-    parser.add_argument("--dir", type=Path, default=MIGRATIONS_DIR, help="migration files")
+    parser.add_argument(
+        "--dir", type=Path,
+        default=Path(os.environ.get("SMSGW_MIGRATIONS_DIR") or MIGRATIONS_DIR),
+        help="the numbered SQL files (default: $SMSGW_MIGRATIONS_DIR, else db/init of the source)",
+    )
     args = parser.parse_args(argv)
     configure_logging("sms-migrate", fmt="text")
     if not args.dsn:

@@ -12,13 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from services.admin.config import AdminConfig
 from services.receiver.config import ReceiverConfig
 from services.validator.config import ValidatorConfig
 from sms_gateway.config import ENV_PREFIX, BootstrapConfig
-
-yaml = pytest.importorskip("yaml", reason="install the 'deploy' extra to check deployment files")
 
 ROOT = Path(__file__).resolve().parents[2]
 ROLES = ROOT / "deploy" / "ansible" / "roles"

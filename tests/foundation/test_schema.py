@@ -7,7 +7,9 @@ import re
 from pathlib import Path
 
 import asyncpg
+import pytest
 
+from sms_gateway.errors import MigrationError
 from sms_gateway.migrate import discover, migrate
 from sms_gateway.settings import DEFAULTS, SETTING_KEYS, encode_setting
 from tests.conftest import FreshDatabase
@@ -114,3 +116,10 @@ async def test_initial_settings_are_the_model_defaults(database: FreshDatabase) 
     expected = {key: encode_setting(key, getattr(DEFAULTS, key)) for key in SETTING_KEYS}
     del expected["redis_host"], expected["redis_port"]  # the test harness points these at its Redis
     assert rows == expected
+
+
+async def test_a_directory_without_migrations_is_an_error_not_up_to_date(
+    empty_database: FreshDatabase, tmp_path: Path
+) -> None:
+    with pytest.raises(MigrationError, match="no migrations in"):
+        await migrate(empty_database.direct_url(), tmp_path)
