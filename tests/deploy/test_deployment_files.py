@@ -6,6 +6,7 @@ No containers, no network: each test reads files only.
 
 from __future__ import annotations
 
+import configparser
 import json
 import re
 from pathlib import Path
@@ -168,3 +169,74 @@ def test_roles_document_their_defaults() -> None:
     for role in sorted(path for path in ROLES.iterdir() if path.is_dir()):
         assert (role / "defaults" / "main.yml").exists(), role.name
         assert isinstance(load(role / "defaults" / "main.yml"), dict), role.name
+
+
+def _roles() -> list[Path]:
+    return sorted(path for path in ROLES.iterdir() if path.is_dir())
+
+
+def _yaml_files(role: Path, *folders: str) -> list[Path]:
+    return sorted(path for folder in folders for path in (role / folder).glob("*.yml"))
+
+
+def _variables_defined_by(role: Path) -> list[tuple[Path, str]]:
+    """Every variable a role defines: its defaults and vars, what it registers or sets as a fact."""
+    defined = [(path, name) for path in _yaml_files(role, "defaults", "vars")
+               for name in load(path) or {}]
+    for path in _yaml_files(role, "tasks", "handlers"):
+        for task in _tasks(load(path)):
+            if "register" in task:
+                defined.append((path, task["register"]))
+            facts = task.get("ansible.builtin.set_fact") or {}
+            defined.extend((path, name) for name in facts if name != "cacheable")
+    return defined
+
+
+def test_role_variables_carry_their_role_prefix() -> None:
+    # ansible-lint's var-naming[no-role-prefix], kept without installing Ansible: a role's
+    # variables are named after it, so that two roles can never set each other's by accident.
+    unprefixed = [f"{path.relative_to(ROOT)}: {name}"
+                  for role in _roles() for path, name in _variables_defined_by(role)
+                  if not name.startswith((f"{role.name}_", "ansible_"))]
+    assert unprefixed == []
+    for play in load(ROOT / "setup_sms_gateway.yml"):
+        for entry in play["roles"]:
+            passed = entry.get("vars", {})
+            assert all(name.startswith(f"{entry['role']}_") for name in passed), entry["role"]
+
+
+def test_roles_read_only_their_own_variables() -> None:
+    # What one role owns and another needs is handed over by the playbook, by name; a role that
+    # read another's variable directly would depend on the order and visibility of roles.
+    roles = [role.name for role in _roles()]
+    for role in _roles():
+        others = re.compile(r"\b(?:" + "|".join(
+            f"{other}_" for other in roles if other != role.name) + r")[a-z0-9_]+")
+        for path in sorted(p for p in role.rglob("*") if p.suffix in {".yml", ".j2"}):
+            lines = [line for line in path.read_text(encoding="utf-8").splitlines()
+                     if not line.lstrip().startswith("#")]
+            found = sorted(set(others.findall("\n".join(lines))))
+            assert found == [], f"{path.relative_to(ROOT)} reads {found}"
+
+
+def test_secrets_are_named_after_the_role_that_owns_them() -> None:
+    secrets = load(ROOT / "deploy" / "ansible" / "secrets.example.yml")
+    prefixes = tuple(f"{role.name}_" for role in _roles())
+    assert secrets
+    assert [name for name in secrets if not name.startswith(prefixes)] == []
+    for name in secrets:
+        owner = next(role for role in _roles() if name.startswith(f"{role.name}_"))
+        defaults = (owner / "defaults" / "main.yml").read_text(encoding="utf-8")
+        assert f"# {name}:" in defaults, f"{owner.name} does not document {name}"
+
+
+def test_the_playbook_names_roles_that_ansible_cfg_finds() -> None:
+    config = configparser.ConfigParser()
+    config.read(ROOT / "ansible.cfg")
+    assert (ROOT / config["defaults"]["roles_path"]).resolve() == ROLES
+    named = [entry["role"] for play in load(ROOT / "setup_sms_gateway.yml")
+             for entry in play["roles"]]
+    assert sorted(named) == [role.name for role in _roles()]
+    # Ansible and ansible-lint also look for a role in the playbook's directory: a role named
+    # like a directory at the root (redis/, pgbouncer/) could resolve to that directory.
+    assert [name for name in named if (ROOT / name).exists()] == []
