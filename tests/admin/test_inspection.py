@@ -169,6 +169,12 @@ async def test_the_blacklist_pages_in_order_and_filters_by_prefix(
     assert [e["sender_number"] for e in page["entries"]] == sorted(
         s for s in senders if s.startswith("447700"))
     assert page["entries"][0]["current_count"] == 11
+    # The prefix is normalised as senders are: an operator may type it as a phone shows it.
+    typed = (await authed.get("/blacklist", params={"sender_prefix": "+44 (7700)"})).json()
+    assert typed["entries"] == page["entries"]
+    nothing_left = await authed.get("/blacklist", params={"sender_prefix": "00"})
+    assert nothing_left.status_code == 422
+    assert "after normalisation" in nothing_left.text
     # LIKE wildcards in the prefix are taken literally.
     page = (await authed.get("/blacklist", params={"sender_prefix": "44_"})).json()
     assert [e["sender_number"] for e in page["entries"]] == ["44_odd"]

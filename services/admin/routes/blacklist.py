@@ -22,7 +22,8 @@ router = APIRouter(prefix="/blacklist", tags=["blacklist"])
 
 State = Annotated[AdminState, Depends(admin_state)]
 Operator = Annotated[str, Depends(operator)]
-# sender_number is VARCHAR(15).
+
+
 def _stored_form(sender_number: str) -> str:
     """The sender as the receiver stored it, so that `+44 7700 900123` finds `447700900123`."""
     sender = normalise_sender(sender_number)
@@ -53,7 +54,9 @@ def _entry(row: asyncpg.Record, current_count: int | None) -> BlacklistEntry:
 async def list_blacklist(
     state: State,
     sender_prefix: Annotated[str | None, Query(
-        min_length=1, max_length=15, description="only senders that start with this")] = None,
+        min_length=1, max_length=64,
+        description="only senders that start with this, written as received or as stored "
+                    "(`+44 7700` finds `447700...`)"), AfterValidator(_stored_form)] = None,
     after: Annotated[str | None, Query(
         max_length=15, description="next_after of the previous page")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
