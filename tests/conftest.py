@@ -9,6 +9,7 @@ migrated once per schema version over a direct connection; each test gets a fres
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import uuid
@@ -138,6 +139,17 @@ class FreshDatabase:
         """The schema owner's direct URL (bypassing pgbouncer), for migrations."""
         return self.stack.direct_url("sms_owner", self.stack.owner_password, self.name)
 
+    @contextlib.asynccontextmanager
+    async def pool(
+        self, role: str = "sms_owner", *, max_size: int = 4
+    ) -> AsyncIterator[asyncpg.Pool]:
+        """A pool of `role` through pgbouncer, closed on exit."""
+        pool = await db.create_pool(self.url(role), min_size=0, max_size=max_size)
+        try:
+            yield pool
+        finally:
+            await db.close_pool(pool)
+
 
 @pytest.fixture
 async def database(infra: Infra, template_database: str) -> AsyncIterator[FreshDatabase]:
@@ -173,11 +185,8 @@ async def empty_database(infra: Infra) -> AsyncIterator[FreshDatabase]:
 @pytest.fixture
 async def owner_pool(database: FreshDatabase) -> AsyncIterator[asyncpg.Pool]:
     """A pool of the schema owner through pgbouncer, for arranging and inspecting tests."""
-    pool = await db.create_pool(database.url(), min_size=0, max_size=4)
-    try:
+    async with database.pool() as pool:
         yield pool
-    finally:
-        await db.close_pool(pool)
 
 
 @pytest.fixture

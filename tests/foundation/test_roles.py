@@ -12,12 +12,8 @@ from tests.conftest import FreshDatabase
 
 
 async def run_as(database: FreshDatabase, role: str, query: str, *args: object) -> object:
-    pool = await db.create_pool(database.url(role), min_size=0, max_size=1)
-    try:
-        async with db.transaction(pool) as connection:
-            return await connection.fetch(query, *args)
-    finally:
-        await db.close_pool(pool)
+    async with database.pool(role, max_size=1) as pool, db.transaction(pool) as connection:
+        return await connection.fetch(query, *args)
 
 
 async def test_receiver_may_insert_and_read_back_the_delivery_key(database: FreshDatabase) -> None:

@@ -47,20 +47,14 @@ class NewSms:
 
 @pytest.fixture
 async def validator_pool(database: FreshDatabase) -> AsyncIterator[asyncpg.Pool]:
-    pool = await db.create_pool(database.url("sms_validator"), min_size=0, max_size=8)
-    try:
+    async with database.pool("sms_validator", max_size=8) as pool:
         yield pool
-    finally:
-        await db.close_pool(pool)
 
 
 @pytest.fixture
 async def receiver_pool(database: FreshDatabase) -> AsyncIterator[asyncpg.Pool]:
-    pool = await db.create_pool(database.url("sms_receiver"), min_size=0, max_size=4)
-    try:
+    async with database.pool("sms_receiver") as pool:
         yield pool
-    finally:
-        await db.close_pool(pool)
 
 
 @pytest.fixture
