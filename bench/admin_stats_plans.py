@@ -122,7 +122,8 @@ NAIVE_COUNTS = "SELECT overall_status, count(*) FROM sms_monitor GROUP BY overal
 async def fill(connection: asyncpg.Connection, rows: int, unprocessed: int, senders: int) -> None:
     started = time.perf_counter()
     await connection.execute(
-        "TRUNCATE input_sms, sms_monitor, out_sms, count_sms, blacklist_sms, settings_audit")
+        "TRUNCATE input_sms, sms_monitor, out_sms, count_sms, blacklist_sms, settings_audit"
+    )
     for label, sql, args in (
         ("input_sms", FILL_INPUT, (rows, senders)),
         ("sms_monitor", FILL_MONITOR, (rows, unprocessed)),
@@ -173,13 +174,25 @@ async def main(rows: int, unprocessed: int, senders: int, repeat: int, skip_fill
         print(f"-- sms_monitor by status: {counts}")
         checkpoint = await owner.fetchval(queries.CHECKPOINT)
         print("\n### Plans (EXPLAIN (ANALYZE, BUFFERS))")
-        await explain(owner, "The statement behind GET /stats (after reading the checkpoint)",
-                      queries.STATS, UUID(checkpoint), BACKLOG_COUNT_CAP,
-                      float(THROUGHPUT_WINDOW_SECONDS))
-        await explain(owner, "Baseline: GROUP BY over sms_monitor (what the counters replace)",
-                      NAIVE_COUNTS)
-        await explain(owner, "GET /blacklist?sender_prefix=447700000", queries.BLACKLIST_PAGE,
-                      "447700000%", None, 101)
+        await explain(
+            owner,
+            "The statement behind GET /stats (after reading the checkpoint)",
+            queries.STATS,
+            UUID(checkpoint),
+            BACKLOG_COUNT_CAP,
+            float(THROUGHPUT_WINDOW_SECONDS),
+        )
+        await explain(
+            owner, "Baseline: GROUP BY over sms_monitor (what the counters replace)", NAIVE_COUNTS
+        )
+        await explain(
+            owner,
+            "GET /blacklist?sender_prefix=447700000",
+            queries.BLACKLIST_PAGE,
+            "447700000%",
+            None,
+            101,
+        )
 
         baseline = await time_calls(lambda: owner.fetch(NAIVE_COUNTS), max(3, repeat // 10))
     finally:
@@ -193,9 +206,11 @@ async def main(rows: int, unprocessed: int, senders: int, repeat: int, skip_fill
     app = create_app(config)
     async with (
         app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://admin",
-                          headers={"Authorization": f"Bearer {BENCH_TOKEN.split(':')[1]}"})
-        as client,
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app),
+            base_url="http://admin",
+            headers={"Authorization": f"Bearer {BENCH_TOKEN.split(':')[1]}"},
+        ) as client,
     ):
         first = await client.get("/stats")
         first.raise_for_status()
@@ -204,17 +219,25 @@ async def main(rows: int, unprocessed: int, senders: int, repeat: int, skip_fill
     print("\n### Timings")
     print(f"- GET /stats through pgbouncer, in-process ASGI client: {summary(endpoint)}")
     print(f"- baseline GROUP BY over sms_monitor alone: {summary(baseline)}")
-    print(f"- ratio baseline / GET /stats (medians): "
-          f"{statistics.median(baseline) / statistics.median(endpoint):.0f}x")
-    print(f"- GET /stats answered: by_status={stats['by_status']}, "
-          f"backlog={stats['backlog']}, throughput={stats['throughput']}")
+    print(
+        f"- ratio baseline / GET /stats (medians): "
+        f"{statistics.median(baseline) / statistics.median(endpoint):.0f}x"
+    )
+    print(
+        f"- GET /stats answered: by_status={stats['by_status']}, "
+        f"backlog={stats['backlog']}, throughput={stats['throughput']}"
+    )
 
 
 def cli() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000, help="SMS in input_sms")
-    parser.add_argument("--unprocessed", type=int, default=5_000,
-                        help="the newest SMS left without a result (the backlog)")
+    parser.add_argument(
+        "--unprocessed",
+        type=int,
+        default=5_000,
+        help="the newest SMS left without a result (the backlog)",
+    )
     parser.add_argument("--senders", type=int, default=200_000, help="distinct senders")
     parser.add_argument("--repeat", type=int, default=50, help="GET /stats calls to time")
     parser.add_argument("--skip-fill", action="store_true", help="reuse the data of a run")

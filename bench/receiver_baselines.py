@@ -33,8 +33,9 @@ RETURNING uuid
 
 
 def _parse(body: bytes) -> incoming.IncomingSms:
-    return incoming.single_sms(incoming.parse_json_body(body), max_message_length=1600,
-                               source="api", client_event_id=None)
+    return incoming.single_sms(
+        incoming.parse_json_body(body), max_message_length=1600, source="api", client_event_id=None
+    )
 
 
 def _invalid(_: Request, exc: Exception) -> Response:
@@ -59,7 +60,8 @@ def naive_app() -> FastAPI:
         sms = _parse(await request.body())
         async with db.transaction(request.state.pool) as connection:
             stored = await connection.fetchval(
-                NAIVE_INSERT, sms.sender_number, sms.sms_message, sms.received_timestamp)
+                NAIVE_INSERT, sms.sender_number, sms.sms_message, sms.received_timestamp
+            )
         return JSONResponse({"uuid": str(stored)}, status_code=202)
 
     return app

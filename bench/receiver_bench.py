@@ -55,9 +55,18 @@ class Endpoint:
 def _gunicorn(factory: str) -> Callable[[int], list[str]]:
     """A baseline app under gunicorn with 2 uvicorn workers (the issue's reference setup)."""
     return lambda port: [
-        str(BIN / "gunicorn"), f"bench.receiver_baselines:{factory}()", "--workers", "2",
-        "--worker-class", "uvicorn.workers.UvicornWorker", "--bind", f"127.0.0.1:{port}",
-        "--no-control-socket", "--log-level", "warning"]
+        str(BIN / "gunicorn"),
+        f"bench.receiver_baselines:{factory}()",
+        "--workers",
+        "2",
+        "--worker-class",
+        "uvicorn.workers.UvicornWorker",
+        "--bind",
+        f"127.0.0.1:{port}",
+        "--no-control-socket",
+        "--log-level",
+        "warning",
+    ]
 
 
 def _receiver(_: int) -> list[str]:
@@ -82,13 +91,24 @@ class Result:
 
 
 def _stack(command: str) -> None:
-    subprocess.run([str(BIN / "sms-stack"), *command.split()], check=True, cwd=ROOT,
-                   env={**os.environ, **STACK}, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [str(BIN / "sms-stack"), *command.split()],
+        check=True,
+        cwd=ROOT,
+        env={**os.environ, **STACK},
+        stdout=subprocess.DEVNULL,
+    )
 
 
 def _service_environment() -> dict[str, str]:
-    output = subprocess.run([str(BIN / "sms-stack"), "env"], check=True, cwd=ROOT,
-                            env={**os.environ, **STACK}, capture_output=True, text=True).stdout
+    output = subprocess.run(
+        [str(BIN / "sms-stack"), "env"],
+        check=True,
+        cwd=ROOT,
+        env={**os.environ, **STACK},
+        capture_output=True,
+        text=True,
+    ).stdout
     found = dict(re.findall(r"^export RECEIVER_(SMSGW_\w+)=(.*)$", output, re.MULTILINE))
     return {name: value.strip("'") for name, value in found.items()}
 
@@ -108,13 +128,28 @@ def _wait_up(port: int, path: str, process: subprocess.Popen[bytes]) -> None:
 
 def _wrk(port: int, duration: int, connections: int) -> Result:
     output = subprocess.run(
-        ["wrk", "-t2", f"-c{connections}", f"-d{duration}s", "--latency",
-         "-s", str(ROOT / "bench" / "receiver_post.lua"), f"http://127.0.0.1:{port}"],
-        check=True, capture_output=True, text=True).stdout
+        [
+            "wrk",
+            "-t2",
+            f"-c{connections}",
+            f"-d{duration}s",
+            "--latency",
+            "-s",
+            str(ROOT / "bench" / "receiver_post.lua"),
+            f"http://127.0.0.1:{port}",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
     errors = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)
-    return Result(rps, _percentile(output, "50%"), _percentile(output, "99%"),
-                  int(errors.group(1)) if errors else 0)
+    return Result(
+        rps,
+        _percentile(output, "50%"),
+        _percentile(output, "99%"),
+        int(errors.group(1)) if errors else 0,
+    )
 
 
 def _percentile(output: str, label: str) -> float:
@@ -124,13 +159,22 @@ def _percentile(output: str, label: str) -> float:
     return value * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
 
-def _measure(endpoint: Endpoint, port: int, environment: dict[str, str], *, duration: int,
-             connections: int) -> Result:
+def _measure(
+    endpoint: Endpoint, port: int, environment: dict[str, str], *, duration: int, connections: int
+) -> Result:
     process = subprocess.Popen(
-        endpoint.command(port), cwd=ROOT,
-        env={**os.environ, **environment, **endpoint.environment, "SMSGW_HTTP_PORT": str(port),
-             "SMSGW_LOG_FORMAT": "text"},
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        endpoint.command(port),
+        cwd=ROOT,
+        env={
+            **os.environ,
+            **environment,
+            **endpoint.environment,
+            "SMSGW_HTTP_PORT": str(port),
+            "SMSGW_LOG_FORMAT": "text",
+        },
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         _wait_up(port, endpoint.probe, process)
         _wrk(port, 2, connections)  # warm-up: pools, caches
@@ -153,28 +197,41 @@ def main() -> int:
         results: dict[str, list[Result]] = {e.name: [] for e in ENDPOINTS}
         for round_number in range(args.rounds):
             for offset, endpoint in enumerate(ENDPOINTS):
-                result = _measure(endpoint, PORT + offset, environment,
-                                  duration=args.duration, connections=args.connections)
+                result = _measure(
+                    endpoint,
+                    PORT + offset,
+                    environment,
+                    duration=args.duration,
+                    connections=args.connections,
+                )
                 results[endpoint.name].append(result)
-                print(f"round {round_number + 1} {endpoint.name:34} "
-                      f"{result.requests_per_second:9.0f} req/s  p50 {result.p50_ms:7.2f} ms  "
-                      f"p99 {result.p99_ms:7.2f} ms  non-2xx {result.errors}", flush=True)
+                print(
+                    f"round {round_number + 1} {endpoint.name:34} "
+                    f"{result.requests_per_second:9.0f} req/s  p50 {result.p50_ms:7.2f} ms  "
+                    f"p99 {result.p99_ms:7.2f} ms  non-2xx {result.errors}",
+                    flush=True,
+                )
     finally:
         _stack("down")
 
-    print(f"\nmedian of {args.rounds} rounds, wrk -t2 -c{args.connections} "
-          f"-d{args.duration}s:")
+    print(f"\nmedian of {args.rounds} rounds, wrk -t2 -c{args.connections} -d{args.duration}s:")
     print("| endpoint | requests/s | p50 ms | p99 ms | non-2xx |\n|---|---:|---:|---:|---:|")
     medians = {}
     for name, runs in results.items():
         medians[name] = statistics.median(r.requests_per_second for r in runs)
-        print(f"| {name} | {medians[name]:.0f} | "
-              f"{statistics.median(r.p50_ms for r in runs):.2f} | "
-              f"{statistics.median(r.p99_ms for r in runs):.2f} | "
-              f"{sum(r.errors for r in runs)} |")
+        print(
+            f"| {name} | {medians[name]:.0f} | "
+            f"{statistics.median(r.p50_ms for r in runs):.2f} | "
+            f"{statistics.median(r.p99_ms for r in runs):.2f} | "
+            f"{sum(r.errors for r in runs)} |"
+        )
     print()
-    for ours, other in ((RECEIVER_2, NAIVE), (RECEIVER_2, NO_DATABASE), (RECEIVER_2, RECEIVER_1),
-                        (RECEIVER_1, NAIVE)):
+    for ours, other in (
+        (RECEIVER_2, NAIVE),
+        (RECEIVER_2, NO_DATABASE),
+        (RECEIVER_2, RECEIVER_1),
+        (RECEIVER_1, NAIVE),
+    ):
         print(f"{ours} / {other}: {medians[ours] / medians[other]:.2f}x")
     return 0
 

@@ -67,8 +67,10 @@ async def fill(owner: asyncpg.Connection, stream: list[tuple[str, str]]) -> None
     await owner.execute("TRUNCATE input_sms, sms_monitor, out_sms, count_sms, blacklist_sms")
     now = datetime.now(UTC)
     await owner.copy_records_to_table(
-        "input_sms", columns=["sender_number", "sms_message", "received_timestamp"],
-        records=[(s, m, now) for s, m in stream])
+        "input_sms",
+        columns=["sender_number", "sms_message", "received_timestamp"],
+        records=[(s, m, now) for s, m in stream],
+    )
     await owner.execute("ANALYZE input_sms")
 
 
@@ -76,7 +78,8 @@ async def reset(owner: asyncpg.Connection, redis: Any, settings: dict[str, str])
     await owner.execute(RESET)
     await owner.executemany(
         "UPDATE system_settings SET setting_value = $2 WHERE setting_key = $1",
-        list(settings.items()))
+        list(settings.items()),
+    )
     await redis.flushdb()
 
 
@@ -104,47 +107,73 @@ async def run_naive(pool: asyncpg.Pool, link: RedisLink, limit: int) -> int:
             checkpoint = await connection.fetchval(sql.LOCK_CHECKPOINT)
             settings = await store.reload(connection)
             row = await connection.fetchrow(
-                "SELECT * FROM input_sms WHERE uuid > $1::uuid ORDER BY uuid LIMIT 1",
-                checkpoint)
+                "SELECT * FROM input_sms WHERE uuid > $1::uuid ORDER BY uuid LIMIT 1", checkpoint
+            )
             if row is None:
                 break
-            sms = IncomingSms(row["uuid"], row["sender_number"], row["sms_message"],
-                              row["received_timestamp"], row["created_at"])
-            count = await connection.fetchval(
-                "SELECT message_count FROM count_sms WHERE sender_number = $1 FOR UPDATE",
-                sms.sender_number) or 0
+            sms = IncomingSms(
+                row["uuid"],
+                row["sender_number"],
+                row["sms_message"],
+                row["received_timestamp"],
+                row["created_at"],
+            )
+            count = (
+                await connection.fetchval(
+                    "SELECT message_count FROM count_sms WHERE sender_number = $1 FOR UPDATE",
+                    sms.sender_number,
+                )
+                or 0
+            )
             listed = await connection.fetchval(
-                "SELECT true FROM blacklist_sms WHERE sender_number = $1", sms.sender_number)
+                "SELECT true FROM blacklist_sms WHERE sender_number = $1", sms.sender_number
+            )
             client = await link.for_target(settings.redis_host, settings.redis_port)
             forwarded = await client.sismember(SET_KEY, sms.sender_number)
-            ledger = BatchLedger({sms.sender_number: count},
-                                 {sms.sender_number} if listed else set(),
-                                 {sms.sender_number} if forwarded else set())
-            context = CheckContext(settings, CheckSecrets(),
-                                   MessageParts.parse(sms.sms_message, " "),
-                                   datetime.now(UTC), ledger)
+            ledger = BatchLedger(
+                {sms.sender_number: count},
+                {sms.sender_number} if listed else set(),
+                {sms.sender_number} if forwarded else set(),
+            )
+            context = CheckContext(
+                settings,
+                CheckSecrets(),
+                MessageParts.parse(sms.sms_message, " "),
+                datetime.now(UTC),
+                ledger,
+            )
             results = {}
             for name in settings.check_sequence:
                 results[name] = checks.REGISTRY[name](sms, context)
                 if results[name] is CheckResult.FAIL:
                     break
-            status = ("invalid" if CheckResult.FAIL in results.values() else "valid")
+            status = "invalid" if CheckResult.FAIL in results.values() else "valid"
             await connection.execute(
                 "INSERT INTO sms_monitor (uuid, blacklist_check, duplicate_check, header_check,"
                 " hash_length_check, mobile_check, time_window_check, overall_status)"
                 " VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-                sms.uuid, *(int(results.get(n, 0)) for n in checks.REGISTRY), status)
+                sms.uuid,
+                *(int(results.get(n, 0)) for n in checks.REGISTRY),
+                status,
+            )
             await connection.execute(
                 "INSERT INTO count_sms (sender_number, message_count) VALUES ($1, $2) "
                 "ON CONFLICT (sender_number) DO UPDATE SET message_count = $2",
-                sms.sender_number, ledger.counts[sms.sender_number])
+                sms.sender_number,
+                ledger.counts[sms.sender_number],
+            )
             if status == "valid":
                 await connection.execute(
                     "INSERT INTO out_sms (uuid, sender_number, sms_message) VALUES ($1, $2, $3)",
-                    sms.uuid, sms.sender_number, sms.sms_message)
+                    sms.uuid,
+                    sms.sender_number,
+                    sms.sms_message,
+                )
             await connection.execute(
                 "UPDATE system_settings SET setting_value = $1 "
-                "WHERE setting_key = 'last_processed_uuid'", str(sms.uuid))
+                "WHERE setting_key = 'last_processed_uuid'",
+                str(sms.uuid),
+            )
         if status == "valid":
             await client.sadd(SET_KEY, sms.sender_number)
         done += 1
@@ -157,16 +186,23 @@ def checks_only(stream: list[tuple[str, str]]) -> float:
     batch = [IncomingSms(UUID(int=i + 1), s, m, now, now) for i, (s, m) in enumerate(stream)]
     ledger = BatchLedger({}, set(), set())
     started = time.perf_counter()
-    judge_batch(batch, checks=checks.REGISTRY, settings=SettingsStore().current,
-                secrets=CheckSecrets(), ledger=ledger)
+    judge_batch(
+        batch,
+        checks=checks.REGISTRY,
+        settings=SettingsStore().current,
+        secrets=CheckSecrets(),
+        ledger=ledger,
+    )
     return len(batch) / (time.perf_counter() - started)
 
 
 async def throughput(config: StackConfig, count: int, repeats: int) -> None:
-    owner = await asyncpg.connect(config.direct_url("sms_owner", config.owner_password,
-                                                    config.db_name))
-    pool = await db.create_pool(config.pooled_url("sms_validator", config.db_name),
-                                min_size=0, max_size=8)
+    owner = await asyncpg.connect(
+        config.direct_url("sms_owner", config.owner_password, config.db_name)
+    )
+    pool = await db.create_pool(
+        config.pooled_url("sms_validator", config.db_name), min_size=0, max_size=8
+    )
     link = RedisLink(password=config.redis_password, db=0)
     redis = await link.for_target("127.0.0.1", config.redis_port)
     stream = make_stream(count)
@@ -190,8 +226,10 @@ async def throughput(config: StackConfig, count: int, repeats: int) -> None:
             done = await run_engine(pool, link, runners)
             assert done == count, (done, count)
             best = max(best, done / (time.perf_counter() - started))
-        print(f"engine batch_size={batch_size:<5} workers={runners}: {best:10.0f}  "
-              f"ratio {best / naive:5.1f}")
+        print(
+            f"engine batch_size={batch_size:<5} workers={runners}: {best:10.0f}  "
+            f"ratio {best / naive:5.1f}"
+        )
     await link.close()
     await db.close_pool(pool)
     await owner.close()
@@ -212,19 +250,22 @@ SELECT uuid, 'invalid' FROM input_sms WHERE uuid <= $1::uuid
 
 async def checkpoint_of(owner: asyncpg.Connection, size: int) -> UUID:
     checkpoint: UUID = await owner.fetchval(
-        "SELECT uuid FROM input_sms ORDER BY uuid OFFSET $1 LIMIT 1", size * 9 // 10)
+        "SELECT uuid FROM input_sms ORDER BY uuid OFFSET $1 LIMIT 1", size * 9 // 10
+    )
     return checkpoint
 
 
 async def plans(config: StackConfig, sizes: list[int]) -> None:
-    owner = await asyncpg.connect(config.direct_url("sms_owner", config.owner_password,
-                                                    config.db_name))
+    owner = await asyncpg.connect(
+        config.direct_url("sms_owner", config.owner_password, config.db_name)
+    )
     for size in sizes:
         started = time.perf_counter()
         # A fill of this size left by an earlier run is reused (10 million rows take minutes).
         if await owner.fetchval("SELECT count(*) FROM input_sms") != size:
             await owner.execute(
-                "TRUNCATE input_sms, sms_monitor, out_sms, count_sms, blacklist_sms")
+                "TRUNCATE input_sms, sms_monitor, out_sms, count_sms, blacklist_sms"
+            )
             await owner.execute(FILL_SERIES, size)
             # Nine tenths judged: a batch reads the rows after that checkpoint.
             await owner.execute(JUDGE_SERIES, await checkpoint_of(owner, size))

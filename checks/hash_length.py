@@ -101,8 +101,12 @@ class HashLengthCheck:
         if header is None or mobile_field is None:
             return CheckResult.FAIL
         expected = expected_hash(
-            key, header, settings.message_separator, mobile_field,
-            length=length, encoding=encoding,
+            key,
+            header,
+            settings.message_separator,
+            mobile_field,
+            length=length,
+            encoding=encoding,
         )
         if encoding == "hex":
             given = given.lower()

@@ -180,8 +180,9 @@ class MobileCheck:
         if key is None:
             return (str(MissingSecretError("mobile_encoding aes-gcm", MOBILE_AES_KEY_VARIABLE)),)
         if len(key) != AES_KEY_BYTES:
-            return (f"{MOBILE_AES_KEY_VARIABLE} must be {AES_KEY_BYTES} bytes; "
-                    f"it is {len(key)} bytes",)
+            return (
+                f"{MOBILE_AES_KEY_VARIABLE} must be {AES_KEY_BYTES} bytes; it is {len(key)} bytes",
+            )
         return ()
 
 

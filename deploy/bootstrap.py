@@ -75,6 +75,7 @@ def secret(name: str) -> str:
 
 # ------------------------------------------------------------------ SCRAM-SHA-256 (RFC 5802/7677)
 
+
 def _scram_keys(password: str, salt: bytes, iterations: int) -> tuple[bytes, bytes]:
     # PostgreSQL SASLprep-normalises the password; for the ASCII passwords a deployment
     # generates that is the identity, so a non-ASCII password only costs a needless re-hash.
@@ -85,14 +86,17 @@ def _scram_keys(password: str, salt: bytes, iterations: int) -> tuple[bytes, byt
     return stored_key, server_key
 
 
-def scram_verifier(password: str, *, salt: bytes | None = None,
-                   iterations: int = SCRAM_ITERATIONS) -> str:
+def scram_verifier(
+    password: str, *, salt: bytes | None = None, iterations: int = SCRAM_ITERATIONS
+) -> str:
     """The verifier PostgreSQL stores in pg_authid.rolpassword for `password`."""
     salt = salt if salt is not None else secrets.token_bytes(16)
     stored_key, server_key = _scram_keys(password, salt, iterations)
     b64 = base64.b64encode
-    return (f"SCRAM-SHA-256${iterations}:{b64(salt).decode()}"
-            f"${b64(stored_key).decode()}:{b64(server_key).decode()}")
+    return (
+        f"SCRAM-SHA-256${iterations}:{b64(salt).decode()}"
+        f"${b64(stored_key).decode()}:{b64(server_key).decode()}"
+    )
 
 
 def verifier_matches(verifier: str | None, password: str) -> bool:
@@ -111,6 +115,7 @@ def verifier_matches(verifier: str | None, password: str) -> bool:
 
 # ------------------------------------------------------------------ the steps
 
+
 @dataclass
 class Bootstrap:
     admin_dsn: str
@@ -123,19 +128,22 @@ class Bootstrap:
     changes: list[str] = field(default_factory=list)
 
     async def _admin(self, database: str = "postgres") -> asyncpg.Connection:
-        return await asyncpg.connect(self.admin_dsn, password=self.admin_password,
-                                     database=database, statement_cache_size=0)
+        return await asyncpg.connect(
+            self.admin_dsn, password=self.admin_password, database=database, statement_cache_size=0
+        )
 
-    async def _set_password(self, connection: asyncpg.Connection, role: str,
-                            password: str) -> None:
+    async def _set_password(self, connection: asyncpg.Connection, role: str, password: str) -> None:
         stored = await connection.fetchval(
-            "SELECT rolpassword FROM pg_authid WHERE rolname = $1", role)
+            "SELECT rolpassword FROM pg_authid WHERE rolname = $1", role
+        )
         if verifier_matches(stored, password):
             return
         # ALTER ROLE takes no parameters: let the server quote the verifier.
         statement = await connection.fetchval(
             "SELECT format('ALTER ROLE %I PASSWORD %L', $1::text, $2::text)",
-            role, scram_verifier(password))
+            role,
+            scram_verifier(password),
+        )
         await connection.execute(statement)
         self.changes.append(f"password of {role}")
 
@@ -146,20 +154,22 @@ class Bootstrap:
                 # One bootstrap at a time (several deploys racing on one cluster).
                 await connection.execute("SELECT pg_advisory_xact_lock(7361)")
                 if not await connection.fetchval(
-                        "SELECT true FROM pg_roles WHERE rolname = $1", OWNER_ROLE):
+                    "SELECT true FROM pg_roles WHERE rolname = $1", OWNER_ROLE
+                ):
                     await connection.execute(f'CREATE ROLE "{OWNER_ROLE}" LOGIN CREATEROLE')
                     self.changes.append(f"role {OWNER_ROLE}")
                 elif not await connection.fetchval(
-                        "SELECT rolcanlogin AND rolcreaterole FROM pg_roles WHERE rolname = $1",
-                        OWNER_ROLE):
+                    "SELECT rolcanlogin AND rolcreaterole FROM pg_roles WHERE rolname = $1",
+                    OWNER_ROLE,
+                ):
                     await connection.execute(f'ALTER ROLE "{OWNER_ROLE}" LOGIN CREATEROLE')
                     self.changes.append(f"LOGIN CREATEROLE of {OWNER_ROLE}")
                 await self._set_password(connection, OWNER_ROLE, owner_password)
                 await self._grant_administration(connection)
             if not await connection.fetchval(
-                    "SELECT true FROM pg_database WHERE datname = $1", self.database):
-                await connection.execute(
-                    f'CREATE DATABASE "{self.database}" OWNER "{OWNER_ROLE}"')
+                "SELECT true FROM pg_database WHERE datname = $1", self.database
+            ):
+                await connection.execute(f'CREATE DATABASE "{self.database}" OWNER "{OWNER_ROLE}"')
                 self.changes.append(f"database {self.database}")
         finally:
             await connection.close()
@@ -173,22 +183,33 @@ class Bootstrap:
         """
         if int(await connection.fetchval("SHOW server_version_num")) < 160000:
             return
-        administered = ["pg_read_all_stats", *[
-            role for role in SERVICE_ROLES
-            if await connection.fetchval("SELECT true FROM pg_roles WHERE rolname = $1", role)]]
+        administered = [
+            "pg_read_all_stats",
+            *[
+                role
+                for role in SERVICE_ROLES
+                if await connection.fetchval("SELECT true FROM pg_roles WHERE rolname = $1", role)
+            ],
+        ]
         for role in administered:
             if await connection.fetchval(
-                    "SELECT true FROM pg_auth_members m JOIN pg_roles r ON r.oid = m.roleid "
-                    "JOIN pg_roles o ON o.oid = m.member "
-                    "WHERE r.rolname = $1 AND o.rolname = $2 AND m.admin_option", role, OWNER_ROLE):
+                "SELECT true FROM pg_auth_members m JOIN pg_roles r ON r.oid = m.roleid "
+                "JOIN pg_roles o ON o.oid = m.member "
+                "WHERE r.rolname = $1 AND o.rolname = $2 AND m.admin_option",
+                role,
+                OWNER_ROLE,
+            ):
                 continue
             await connection.execute(
-                f'GRANT "{role}" TO "{OWNER_ROLE}" WITH ADMIN TRUE, INHERIT FALSE, SET FALSE')
+                f'GRANT "{role}" TO "{OWNER_ROLE}" WITH ADMIN TRUE, INHERIT FALSE, SET FALSE'
+            )
             self.changes.append(f"{OWNER_ROLE} administers {role}")
 
     async def schema(self, owner_password: str) -> None:
-        dsn = (f"postgresql://{OWNER_ROLE}:{quote(owner_password, safe='')}@{self.owner_host}:"
-               f"{self.owner_port}/{quote(self.database, safe='')}")
+        dsn = (
+            f"postgresql://{OWNER_ROLE}:{quote(owner_password, safe='')}@{self.owner_host}:"
+            f"{self.owner_port}/{quote(self.database, safe='')}"
+        )
         applied = await migrate(dsn, self.migrations)
         self.changes += [f"migration {version}" for version in applied]
 
@@ -209,12 +230,16 @@ class Bootstrap:
                     updated = await connection.fetchval(
                         "UPDATE system_settings SET setting_value = $2, updated_at = now() "
                         "WHERE setting_key = $1 AND setting_value IS DISTINCT FROM $2 "
-                        "RETURNING true", key, value)
+                        "RETURNING true",
+                        key,
+                        value,
+                    )
                     if updated:
                         self.changes.append(f"setting {key}")
                 pool_size = await connection.fetchval(
                     "SELECT setting_value FROM system_settings "
-                    "WHERE setting_key = 'pgbouncer_pool_size'")
+                    "WHERE setting_key = 'pgbouncer_pool_size'"
+                )
         finally:
             await connection.close()
         try:
@@ -227,7 +252,9 @@ class Bootstrap:
         try:
             rows = await connection.fetch(
                 "SELECT rolname, rolpassword FROM pg_authid WHERE rolname = ANY($1::text[]) "
-                "ORDER BY rolname", [OWNER_ROLE, *SERVICE_ROLES])
+                "ORDER BY rolname",
+                [OWNER_ROLE, *SERVICE_ROLES],
+            )
         finally:
             await connection.close()
         return "".join(f'"{row["rolname"]}" "{row["rolpassword"]}"\n' for row in rows)
@@ -255,15 +282,21 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         if not equals:
             raise BootstrapError(f"--setting {item!r}: expected key=value")
         pinned[key] = value
-    admin_password = (secret("SMSGW_PG_ADMIN_PASSWORD")
-                      if os.environ.get("SMSGW_PG_ADMIN_PASSWORD")
-                      or os.environ.get("SMSGW_PG_ADMIN_PASSWORD_FILE") else None)
+    admin_password = (
+        secret("SMSGW_PG_ADMIN_PASSWORD")
+        if os.environ.get("SMSGW_PG_ADMIN_PASSWORD")
+        or os.environ.get("SMSGW_PG_ADMIN_PASSWORD_FILE")
+        else None
+    )
     admin_host = urlsplit(args.admin_dsn).hostname
     bootstrap = Bootstrap(
-        admin_dsn=args.admin_dsn, admin_password=admin_password, database=args.database,
+        admin_dsn=args.admin_dsn,
+        admin_password=admin_password,
+        database=args.database,
         owner_host=args.owner_host or admin_host or "127.0.0.1",
         owner_port=args.owner_port or urlsplit(args.admin_dsn).port or 5432,
-        migrations=args.migrations, pinned_settings=pinned,
+        migrations=args.migrations,
+        pinned_settings=pinned,
     )
     owner_password = secret("SMSGW_OWNER_PASSWORD")
     service_passwords = {role: secret(variable) for role, variable in SERVICE_ROLES.items()}
@@ -272,26 +305,40 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
     await bootstrap.service_passwords(service_passwords)
     pool_size = await bootstrap.settings()
     if args.output_dir is not None:
-        write_if_changed(args.output_dir / "userlist.txt", await bootstrap.userlist(),
-                         bootstrap.changes)
+        write_if_changed(
+            args.output_dir / "userlist.txt", await bootstrap.userlist(), bootstrap.changes
+        )
         write_if_changed(args.output_dir / "pool_size", f"{pool_size}\n", bootstrap.changes)
-    return {"changed": bool(bootstrap.changes), "changes": bootstrap.changes,
-            "pgbouncer_pool_size": pool_size}
+    return {
+        "changed": bool(bootstrap.changes),
+        "changes": bootstrap.changes,
+        "pgbouncer_pool_size": pool_size,
+    }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bootstrap", description=__doc__.splitlines()[0])
-    parser.add_argument("--admin-dsn", default=os.environ.get(
-        "SMSGW_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres"),
-        help="the superuser, direct (no password in it: use SMSGW_PG_ADMIN_PASSWORD[_FILE])")
+    parser.add_argument(
+        "--admin-dsn",
+        default=os.environ.get(
+            "SMSGW_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+        ),
+        help="the superuser, direct (no password in it: use SMSGW_PG_ADMIN_PASSWORD[_FILE])",
+    )
     parser.add_argument("--database", default=os.environ.get("SMSGW_DB_NAME", "sms_gateway"))
     parser.add_argument("--owner-host", help="where sms_owner connects (default: the admin's)")
     parser.add_argument("--owner-port", type=int)
     parser.add_argument("--migrations", type=Path, required=True, help="the db/init directory")
-    parser.add_argument("--setting", action="append", default=[], metavar="KEY=VALUE",
-                        help="a run-time setting this deployment decides (e.g. redis_host=redis)")
-    parser.add_argument("--output-dir", type=Path,
-                        help="write pgbouncer's userlist.txt and pool_size here")
+    parser.add_argument(
+        "--setting",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a run-time setting this deployment decides (e.g. redis_host=redis)",
+    )
+    parser.add_argument(
+        "--output-dir", type=Path, help="write pgbouncer's userlist.txt and pool_size here"
+    )
     args = parser.parse_args(argv)
     try:
         result = asyncio.run(run(args))

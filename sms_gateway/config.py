@@ -68,17 +68,21 @@ class BootstrapConfig(BaseSettings):
     default_http_port: ClassVar[int] = 8080
 
     environment: Literal["development", "production"] = Field(
-        "production", description="development allows placeholder secrets")
+        "production", description="development allows placeholder secrets"
+    )
     database_url: SecretStr = Field(
-        description="postgresql:// URL of this service's role, through pgbouncer (port 6432)")
+        description="postgresql:// URL of this service's role, through pgbouncer (port 6432)"
+    )
     db_pool_min_size: int = Field(1, ge=0, le=1000)
     db_pool_max_size: int = Field(
-        8, ge=1, le=1000, description="kept within the pgbouncer_pool_size setting")
+        8, ge=1, le=1000, description="kept within the pgbouncer_pool_size setting"
+    )
     db_command_timeout: float = Field(10.0, gt=0, description="seconds for one statement")
     redis_password: SecretStr | None = None
     redis_db: int = Field(0, ge=0, le=15)
     otlp_endpoint: str | None = Field(
-        None, description="OTLP/HTTP endpoint for traces, e.g. http://jaeger:4318")
+        None, description="OTLP/HTTP endpoint for traces, e.g. http://jaeger:4318"
+    )
     log_format: Literal["json", "text"] = "json"
     http_host: str = "127.0.0.1"
     http_port: int | None = Field(None, ge=1, le=65_535)

@@ -52,7 +52,9 @@ class StackConfig:
     state_dir: Path = field(default_factory=lambda: Path(_env("STACK_DIR", ".stack")).resolve())
     pg_admin_url: str = field(
         default_factory=lambda: _env(
-            "PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres"))
+            "PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+        )
+    )
     db_name: str = field(default_factory=lambda: _env("DB_NAME", "sms_gateway"))
     pgbouncer_port: int = field(default_factory=lambda: int(_env("PGBOUNCER_PORT", "6432")))
     redis_port: int = field(default_factory=lambda: int(_env("REDIS_PORT", "6380")))
@@ -61,10 +63,12 @@ class StackConfig:
     admin_port: int = field(default_factory=lambda: int(_env("ADMIN_PORT", "8082")))
     owner_password: str = field(default_factory=lambda: _env("OWNER_PASSWORD", "dev-only-owner"))
     role_password: str = field(
-        default_factory=lambda: _env("SERVICE_DB_PASSWORD", "dev-only-service"))
+        default_factory=lambda: _env("SERVICE_DB_PASSWORD", "dev-only-service")
+    )
     redis_password: str = field(default_factory=lambda: _env("REDIS_PASSWORD", "dev-only-redis"))
     admin_tokens: str = field(
-        default_factory=lambda: _env("ADMIN_TOKENS", "operator:dev-only-admin-token"))
+        default_factory=lambda: _env("ADMIN_TOKENS", "operator:dev-only-admin-token")
+    )
     otlp_endpoint: str = field(default_factory=lambda: _env("OTLP_ENDPOINT", ""))
 
     @property
@@ -81,17 +85,24 @@ class StackConfig:
         return urlunsplit(parts._replace(path=f"/{database}"))
 
     def direct_url(self, role: str, password: str, database: str) -> str:
-        return (f"postgresql://{role}:{quote(password, safe='')}@{self.pg_host}:{self.pg_port}"
-                f"/{database}")
+        return (
+            f"postgresql://{role}:{quote(password, safe='')}@{self.pg_host}:{self.pg_port}"
+            f"/{database}"
+        )
 
     def pooled_url(self, role: str, database: str) -> str:
         """A service role's URL through pgbouncer."""
-        return (f"postgresql://{role}:{quote(self.role_password, safe='')}@127.0.0.1:"
-                f"{self.pgbouncer_port}/{database}")
+        return (
+            f"postgresql://{role}:{quote(self.role_password, safe='')}@127.0.0.1:"
+            f"{self.pgbouncer_port}/{database}"
+        )
 
     def service_env(self, service: str) -> dict[str, str]:
-        port = {"receiver": self.receiver_port, "validator": self.validator_port,
-                "admin": self.admin_port}[service]
+        port = {
+            "receiver": self.receiver_port,
+            "validator": self.validator_port,
+            "admin": self.admin_port,
+        }[service]
         env = {
             "SMSGW_ENVIRONMENT": "development",
             "SMSGW_DATABASE_URL": self.pooled_url(f"sms_{service}", self.db_name),
@@ -107,6 +118,7 @@ class StackConfig:
 
 # ------------------------------------------------------------------ database
 
+
 async def bootstrap_roles(config: StackConfig) -> None:
     """Create the schema owner and the service roles, with the configured passwords."""
     connection = await asyncpg.connect(config.pg_admin_url)
@@ -116,7 +128,8 @@ async def bootstrap_roles(config: StackConfig) -> None:
             await connection.execute("SELECT pg_advisory_xact_lock(7361)")
             for role in (OWNER_ROLE, *SERVICE_ROLES):
                 exists = await connection.fetchval(
-                    "SELECT true FROM pg_roles WHERE rolname = $1", role)
+                    "SELECT true FROM pg_roles WHERE rolname = $1", role
+                )
                 if not exists:
                     await connection.execute(f'CREATE ROLE "{role}" LOGIN')
             # ALTER ROLE takes no parameters: let the server quote the values.
@@ -125,7 +138,9 @@ async def bootstrap_roles(config: StackConfig) -> None:
             for role, options, password in statements:
                 statement = await connection.fetchval(
                     f"SELECT format('ALTER ROLE %I {options} PASSWORD %L', $1::text, $2::text)",
-                    role, password)
+                    role,
+                    password,
+                )
                 await connection.execute(statement)
     finally:
         await connection.close()
@@ -173,7 +188,8 @@ async def read_setting(config: StackConfig, key: str) -> str | None:
     connection = await asyncpg.connect(config.admin_url_for(config.db_name))
     try:
         value: str | None = await connection.fetchval(
-            "SELECT setting_value FROM system_settings WHERE setting_key = $1", key)
+            "SELECT setting_value FROM system_settings WHERE setting_key = $1", key
+        )
         return value
     finally:
         await connection.close()
@@ -193,6 +209,7 @@ async def point_settings_at_redis(config: StackConfig, database: str) -> None:
 
 # ------------------------------------------------------------------ processes
 
+
 def _pidfile(config: StackConfig, name: str) -> Path:
     return config.state_dir / f"{name}.pid"
 
@@ -208,7 +225,8 @@ def _running(pidfile: Path) -> int | None:
 
 def _require_program(name: str) -> str:
     path = shutil.which(name) or next(
-        (str(p) for p in (Path("/usr/sbin") / name, Path("/usr/bin") / name) if p.exists()), None)
+        (str(p) for p in (Path("/usr/sbin") / name, Path("/usr/bin") / name) if p.exists()), None
+    )
     if path is None:
         raise SystemExit(f"sms-stack: {name} is not installed (apt-get install {name})")
     return path
@@ -221,8 +239,12 @@ def start_pgbouncer(config: StackConfig, pool_size: int, userlist: str) -> None:
         return
     template = Template((ROOT / "pgbouncer" / "pgbouncer.ini.template").read_text())
     ini = template.substitute(
-        pg_host=config.pg_host, pg_port=config.pg_port, listen_addr="127.0.0.1",
-        listen_port=config.pgbouncer_port, run_dir=run_dir, pool_size=pool_size,
+        pg_host=config.pg_host,
+        pg_port=config.pg_port,
+        listen_addr="127.0.0.1",
+        listen_port=config.pgbouncer_port,
+        run_dir=run_dir,
+        pool_size=pool_size,
         admin_user=OWNER_ROLE,
     )
     (run_dir / "pgbouncer.ini").write_text(ini)
@@ -244,10 +266,24 @@ def start_redis(config: StackConfig) -> None:
     if _running(run_dir / "redis.pid"):
         return
     subprocess.run(
-        [_require_program("redis-server"), str(ROOT / "redis" / "redis.conf"),
-         "--port", str(config.redis_port), "--bind", "127.0.0.1", "--dir", str(run_dir),
-         "--daemonize", "yes", "--pidfile", str(run_dir / "redis.pid"),
-         "--logfile", str(run_dir / "redis.log"), "--requirepass", config.redis_password],
+        [
+            _require_program("redis-server"),
+            str(ROOT / "redis" / "redis.conf"),
+            "--port",
+            str(config.redis_port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(run_dir),
+            "--daemonize",
+            "yes",
+            "--pidfile",
+            str(run_dir / "redis.pid"),
+            "--logfile",
+            str(run_dir / "redis.log"),
+            "--requirepass",
+            config.redis_password,
+        ],
         check=True,
     )
     _wait_for_file(run_dir / "redis.pid", "redis", run_dir / "redis.log")
@@ -274,7 +310,9 @@ def start_service(config: StackConfig, service: str) -> None:
         process = subprocess.Popen(
             [str(executable)],
             env={**os.environ, **config.service_env(service)},
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
     pidfile.write_text(str(process.pid))
@@ -295,7 +333,8 @@ def wait_ready(service: str, port: int, pidfile: Path, log: Path, timeout: float
         time.sleep(0.2)
     tail = log.read_text()[-3000:] if log.exists() else "(no log)"
     raise SystemExit(
-        f"sms-stack: {service} is not ready on port {port}; its log ends with:\n{tail}")
+        f"sms-stack: {service} is not ready on port {port}; its log ends with:\n{tail}"
+    )
 
 
 def stop_pid(pidfile: Path, *, timeout: float = 35.0) -> None:
@@ -311,6 +350,7 @@ def stop_pid(pidfile: Path, *, timeout: float = 35.0) -> None:
 
 
 # ------------------------------------------------------------------ commands
+
 
 def infra_up(config: StackConfig, *, database: bool = True) -> None:
     config.state_dir.mkdir(parents=True, exist_ok=True)
@@ -333,8 +373,9 @@ def up(config: StackConfig, *, infra_only: bool) -> None:
         start_service(config, service)
     for service in SERVICES:
         port = int(config.service_env(service)["SMSGW_HTTP_PORT"])
-        wait_ready(service, port, _pidfile(config, service),
-                   config.state_dir / "logs" / f"{service}.log")
+        wait_ready(
+            service, port, _pidfile(config, service), config.state_dir / "logs" / f"{service}.log"
+        )
         print(f"{service:9} ready on http://127.0.0.1:{port}")
 
 
@@ -370,8 +411,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="sms-stack", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     up_parser = commands.add_parser("up", help="start the gateway (or only its infrastructure)")
-    up_parser.add_argument("--infra-only", action="store_true",
-                           help="database, pgbouncer and Redis, no services")
+    up_parser.add_argument(
+        "--infra-only", action="store_true", help="database, pgbouncer and Redis, no services"
+    )
     commands.add_parser("down", help="stop what up started")
     commands.add_parser("env", help="print the services' and tests' environment as shell")
     test_parser = commands.add_parser("test", help="run the tests against a stack of their own")

@@ -22,11 +22,13 @@ from prometheus_client import multiprocess as prometheus_multiprocess
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 HTTP_REQUESTS = Counter(
-    "sms_http_requests_total", "HTTP requests by route and status.",
+    "sms_http_requests_total",
+    "HTTP requests by route and status.",
     ["service", "method", "route", "status"],
 )
 HTTP_LATENCY = Histogram(
-    "sms_http_request_duration_seconds", "HTTP request latency by route.",
+    "sms_http_request_duration_seconds",
+    "HTTP request latency by route.",
     ["service", "method", "route"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
 )

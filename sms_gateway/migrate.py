@@ -92,7 +92,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="URL of the role that owns the schema (default: $SMSGW_MIGRATE_DATABASE_URL)",
     )
     parser.add_argument(
-        "--dir", type=Path,
+        "--dir",
+        type=Path,
         default=Path(os.environ.get("SMSGW_MIGRATIONS_DIR") or MIGRATIONS_DIR),
         help="the numbered SQL files (default: $SMSGW_MIGRATIONS_DIR, else db/init of the source)",
     )

@@ -43,8 +43,10 @@ class RedisLink:
     async def for_target(self, host: str, port: int) -> aioredis.Redis:
         if self._client is None or self._target != (host, port):
             if self._client is not None:
-                logger.info("redis location changed, reconnecting",
-                            extra={"redis_host": host, "redis_port": port})
+                logger.info(
+                    "redis location changed, reconnecting",
+                    extra={"redis_host": host, "redis_port": port},
+                )
                 await self._client.aclose()
             self._client = aioredis.Redis(
                 host=host,

@@ -54,8 +54,12 @@ async def retry_transient(
             delay = backoff_delay(attempt, base=base, cap=cap)
             logger.warning(
                 "transient fault, retrying",
-                extra={"operation": operation, "attempt": attempt + 1,
-                       "error": type(exc).__name__, "delay_s": round(delay, 3)},
+                extra={
+                    "operation": operation,
+                    "attempt": attempt + 1,
+                    "error": type(exc).__name__,
+                    "delay_s": round(delay, 3),
+                },
             )
             await asyncio.sleep(delay)
     raise AssertionError("unreachable")  # pragma: no cover

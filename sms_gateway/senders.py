@@ -20,9 +20,7 @@ def normalise_sender(raw: str) -> str:
     """
     if any(character.isalpha() for character in raw):
         return raw.strip()
-    number = "".join(
-        c for c in raw if not c.isspace() and c not in _NUMBER_PUNCTUATION
-    )
+    number = "".join(c for c in raw if not c.isspace() and c not in _NUMBER_PUNCTUATION)
     if number.startswith("+"):
         return number[1:]
     if number.startswith("00"):

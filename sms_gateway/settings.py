@@ -77,7 +77,8 @@ def _refuse_unknown_checks(names: Iterable[str], info: ValidationInfo) -> None:
     unknown = sorted(set(names) - set(known))
     if unknown:
         raise ValueError(
-            f"unknown check(s): {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+            f"unknown check(s): {', '.join(unknown)} (known: {', '.join(sorted(known))})"
+        )
 
 
 def _check_sequence_rule(value: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
@@ -121,8 +122,9 @@ def _hostname_rule(value: str) -> str:
 CheckSequence = Annotated[tuple[str, ...], AfterValidator(_check_sequence_rule)]
 CheckEnabled = Annotated[dict[str, StrictBool], AfterValidator(_check_enabled_rule)]
 Regex = Annotated[str, Field(max_length=500), AfterValidator(_regex_rule)]
-Regions = Annotated[tuple[Annotated[str, Field(pattern=r"^[A-Z]{2}$")], ...],
-                    AfterValidator(_regions_rule)]
+Regions = Annotated[
+    tuple[Annotated[str, Field(pattern=r"^[A-Z]{2}$")], ...], AfterValidator(_regions_rule)
+]
 HostName = Annotated[str, Field(max_length=255), AfterValidator(_hostname_rule)]
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 
@@ -141,65 +143,96 @@ class RuntimeSettings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     batch_size: Annotated[int, Field(ge=1, le=10_000)] = _setting(
-        20, "an integer from 1 to 10000", "SMS per batch")
+        20, "an integer from 1 to 10000", "SMS per batch"
+    )
     blacklist_threshold: Annotated[int, Field(ge=1, le=MAX_INTEGER)] = _setting(
-        10, f"an integer from 1 to {MAX_INTEGER}",
-        "a sender with more SMS than this is blacklisted")
+        10, f"an integer from 1 to {MAX_INTEGER}", "a sender with more SMS than this is blacklisted"
+    )
     last_processed_uuid: UUID = _setting(
-        ZERO_UUID, "a UUID", "the validator's checkpoint", read_only=True)
+        ZERO_UUID, "a UUID", "the validator's checkpoint", read_only=True
+    )
     check_sequence: CheckSequence = _setting(
-        DEFAULT_CHECK_SEQUENCE, "a JSON list of check names without repeats",
-        "the order in which checks run; a check not listed is not run")
+        DEFAULT_CHECK_SEQUENCE,
+        "a JSON list of check names without repeats",
+        "the order in which checks run; a check not listed is not run",
+    )
     check_enabled: CheckEnabled = _setting(
         dict.fromkeys(DEFAULT_CHECK_SEQUENCE, True),
         "a JSON object mapping check names to true or false",
-        "a disabled check records 3 (skipped) and the pipeline goes on")
+        "a disabled check records 3 (skipped) and the pipeline goes on",
+    )
     validation_time_window: Annotated[int, Field(ge=0, le=MAX_INTEGER)] = _setting(
-        3600, f"an integer number of seconds from 0 to {MAX_INTEGER}",
-        "maximum delay of an SMS; 0 skips the check")
+        3600,
+        f"an integer number of seconds from 0 to {MAX_INTEGER}",
+        "maximum delay of an SMS; 0 skips the check",
+    )
     out_sms_cache_ttl: Annotated[int, Field(ge=60, le=MAX_INTEGER)] = _setting(
-        604_800, f"an integer number of seconds from 60 to {MAX_INTEGER}",
-        "TTL of the Redis set out_sms_numbers")
+        604_800,
+        f"an integer number of seconds from 60 to {MAX_INTEGER}",
+        "TTL of the Redis set out_sms_numbers",
+    )
     max_database_retries: Annotated[int, Field(ge=0, le=10)] = _setting(
-        3, "an integer from 0 to 10", "attempts for a transient database or Redis error")
+        3, "an integer from 0 to 10", "attempts for a transient database or Redis error"
+    )
     log_level: LogLevel = _setting(
-        "INFO", "one of DEBUG, INFO, WARNING, ERROR, CRITICAL", "log level, applied at run time")
+        "INFO", "one of DEBUG, INFO, WARNING, ERROR, CRITICAL", "log level, applied at run time"
+    )
     parallel_workers: Annotated[int, Field(ge=1, le=64)] = _setting(
-        1, "an integer from 1 to 64", "batches in flight at once")
+        1, "an integer from 1 to 64", "batches in flight at once"
+    )
     maintenance_mode: bool = _setting(
-        False, "true or false", "the validator claims no new batch; the receiver keeps accepting")
+        False, "true or false", "the validator claims no new batch; the receiver keeps accepting"
+    )
     pgbouncer_pool_size: Annotated[int, Field(ge=1, le=1000)] = _setting(
-        10, "an integer from 1 to 1000", "pgbouncer default_pool_size")
+        10, "an integer from 1 to 1000", "pgbouncer default_pool_size"
+    )
     redis_host: HostName = _setting(
-        "localhost", "a host name or address", "where Redis is; a change reconnects")
+        "localhost", "a host name or address", "where Redis is; a change reconnects"
+    )
     redis_port: Annotated[int, Field(ge=1, le=65_535)] = _setting(
-        6379, "an integer from 1 to 65535", "Redis port; a change reconnects")
+        6379, "an integer from 1 to 65535", "Redis port; a change reconnects"
+    )
     message_separator: Annotated[str, Field(min_length=1, max_length=3)] = _setting(
-        " ", "a string of 1 to 3 characters", "separates HEADER, HASH and MOBILE")
+        " ", "a string of 1 to 3 characters", "separates HEADER, HASH and MOBILE"
+    )
     header_pattern: Regex = _setting(
-        r"^[A-Z][A-Z0-9]{1,10}$", "a regular expression (full match; empty for none)",
-        "the header must match it")
+        r"^[A-Z][A-Z0-9]{1,10}$",
+        "a regular expression (full match; empty for none)",
+        "the header must match it",
+    )
     header_allowed: tuple[str, ...] = _setting(
-        (), "a JSON list of strings", "allowed headers; empty allows any that match the pattern")
+        (), "a JSON list of strings", "allowed headers; empty allows any that match the pattern"
+    )
     hash_length: Annotated[int, Field(ge=0, le=256)] = _setting(
-        16, "an integer from 0 to 256", "length of the hash; 0 skips the check")
+        16, "an integer from 0 to 256", "length of the hash; 0 skips the check"
+    )
     hash_encoding: Literal["hex", "base64url", "base32"] = _setting(
-        "hex", "one of hex, base64url, base32", "alphabet of the hash")
+        "hex", "one of hex, base64url, base32", "alphabet of the hash"
+    )
     mobile_encoding: Literal["none", "plain", "base64", "aes-gcm"] = _setting(
-        "plain", "one of none, plain, base64, aes-gcm",
-        "how the mobile number is encoded in the message; none skips the check")
+        "plain",
+        "one of none, plain, base64, aes-gcm",
+        "how the mobile number is encoded in the message; none skips the check",
+    )
     mobile_regions: Regions = _setting(
-        (), "a JSON list of ISO 3166 alpha-2 region codes",
-        "regions the mobile number may belong to; empty allows any")
+        (),
+        "a JSON list of ISO 3166 alpha-2 region codes",
+        "regions the mobile number may belong to; empty allows any",
+    )
     mobile_match_sender: bool = _setting(
-        True, "true or false", "the mobile number must equal the sender")
+        True, "true or false", "the mobile number must equal the sender"
+    )
     time_window_reference: Literal["arrival", "processing"] = _setting(
-        "arrival", "one of arrival, processing", "reference time of the time_window check")
+        "arrival", "one of arrival, processing", "reference time of the time_window check"
+    )
     time_window_max_skew: Annotated[int, Field(ge=0, le=MAX_INTEGER)] = _setting(
-        300, f"an integer number of seconds from 0 to {MAX_INTEGER}",
-        "how far in the future a timestamp may be")
+        300,
+        f"an integer number of seconds from 0 to {MAX_INTEGER}",
+        "how far in the future a timestamp may be",
+    )
     max_message_length: Annotated[int, Field(ge=1, le=65_536)] = _setting(
-        1600, "an integer from 1 to 65536", "the receiver refuses a longer sms_message")
+        1600, "an integer from 1 to 65536", "the receiver refuses a longer sms_message"
+    )
 
 
 SETTING_KEYS: Final = tuple(RuntimeSettings.model_fields)
@@ -243,9 +276,7 @@ def _require_known(key: str) -> None:
         raise UnknownSettingError(key)
 
 
-def validate_setting(
-    key: str, value: Any, *, known_checks: Iterable[str] | None = None
-) -> Any:
+def validate_setting(key: str, value: Any, *, known_checks: Iterable[str] | None = None) -> Any:
     """Validate a value given as JSON (or as its stored text) and return its typed form.
 
     Raises `SettingValueError` naming the key and the rule.
@@ -282,9 +313,7 @@ def _describe(error: Mapping[str, Any]) -> str:
     return f"{location}: {message}" if location else message
 
 
-def parse_setting_text(
-    key: str, text: str, *, known_checks: Iterable[str] | None = None
-) -> Any:
+def parse_setting_text(key: str, text: str, *, known_checks: Iterable[str] | None = None) -> Any:
     """Turn a stored text value into its typed form (see `validate_setting`)."""
     _require_known(key)
     if key != "message_separator":
@@ -360,8 +389,11 @@ class SettingsStore:
                 SETTINGS_INVALID.labels(key=key).inc()
                 logger.error(  # noqa: TRY400 - a refused value is not an exception to trace
                     "refusing stored setting value, keeping the last good one",
-                    extra={"setting_key": key, "rule": exc.rule,
-                           "kept_value": to_json(key, getattr(self._current, key))},
+                    extra={
+                        "setting_key": key,
+                        "rule": exc.rule,
+                        "kept_value": to_json(key, getattr(self._current, key)),
+                    },
                 )
         if changes:
             # Every value was validated on its own above; the model holds no cross-key rule.
@@ -395,6 +427,8 @@ async def keep_fresh(
                 settings = await store.reload(connection)
             set_level(settings.log_level)
         except transient as exc:
-            logger.warning("cannot reload settings, keeping the current ones",
-                           extra={"error": type(exc).__name__})
+            logger.warning(
+                "cannot reload settings, keeping the current ones",
+                extra={"error": type(exc).__name__},
+            )
         await asyncio.sleep(interval)

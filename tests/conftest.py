@@ -131,8 +131,10 @@ class FreshDatabase:
     def url(self, role: str = "sms_owner") -> str:
         """`role`'s URL through pgbouncer, as the services connect."""
         if role == "sms_owner":
-            return (f"postgresql://sms_owner:{self.stack.owner_password}@127.0.0.1:"
-                    f"{self.stack.pgbouncer_port}/{self.name}")
+            return (
+                f"postgresql://sms_owner:{self.stack.owner_password}@127.0.0.1:"
+                f"{self.stack.pgbouncer_port}/{self.name}"
+            )
         return self.stack.pooled_url(role, self.name)
 
     def direct_url(self) -> str:
@@ -193,8 +195,11 @@ async def owner_pool(database: FreshDatabase) -> AsyncIterator[asyncpg.Pool]:
 async def redis_client(infra: Infra) -> AsyncIterator[aioredis.Redis]:
     """The tests' Redis database, emptied before the test."""
     client = aioredis.Redis(
-        host="127.0.0.1", port=infra.redis_port, password=infra.redis_password,
-        db=TEST_REDIS_DB, decode_responses=True,
+        host="127.0.0.1",
+        port=infra.redis_port,
+        password=infra.redis_password,
+        db=TEST_REDIS_DB,
+        decode_responses=True,
     )
     await client.flushdb()
     try:

@@ -23,8 +23,13 @@ def main() -> None:
     configure_logging(config.service_name, fmt=config.log_format)
     setup_tracing(config.service_name, config.otlp_endpoint)
     # uvicorn stops on SIGTERM: it finishes the requests in flight, then runs the lifespan's end.
-    uvicorn.run(create_app(config), host=config.http_host, port=config.port, log_config=None,
-                timeout_graceful_shutdown=20)
+    uvicorn.run(
+        create_app(config),
+        host=config.http_host,
+        port=config.port,
+        log_config=None,
+        timeout_graceful_shutdown=20,
+    )
 
 
 if __name__ == "__main__":

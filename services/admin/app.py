@@ -38,9 +38,10 @@ logger = logging.getLogger(__name__)
 SETTINGS_REFRESH_SECONDS: Final = 2.0
 # Answered without a token: operations (SPEC §7), the API's own description and the operator
 # page, none of which holds data.
-PUBLIC_PATHS: Final = frozenset(
-    {"/health", "/ready", "/metrics", "/docs", "/docs/oauth2-redirect", "/openapi.json"}
-) | ui.PUBLIC_PATHS
+PUBLIC_PATHS: Final = (
+    frozenset({"/health", "/ready", "/metrics", "/docs", "/docs/oauth2-redirect", "/openapi.json"})
+    | ui.PUBLIC_PATHS
+)
 # check_sequence and check_enabled may name only registered checks (contracts §5).
 KNOWN_CHECKS: Final = frozenset(REGISTRY)
 
@@ -58,8 +59,9 @@ def create_app(config: AdminConfig) -> FastAPI:
         )
         store = SettingsStore(known_checks=KNOWN_CHECKS)
         refresher = asyncio.create_task(
-            keep_fresh(pool, store, interval=SETTINGS_REFRESH_SECONDS,
-                       transient=db.TRANSIENT_DB_ERRORS),
+            keep_fresh(
+                pool, store, interval=SETTINGS_REFRESH_SECONDS, transient=db.TRANSIENT_DB_ERRORS
+            ),
             name="admin-settings-refresh",
         )
         app.state.admin = AdminState(config, pool, store, verifier, KNOWN_CHECKS)
@@ -99,8 +101,9 @@ def create_app(config: AdminConfig) -> FastAPI:
     for router in (settings.router, sms.router, blacklist.router, stats.router):
         app.include_router(router, dependencies=protected)
     install_error_handlers(app)
-    app.add_middleware(BearerAuthMiddleware, verifier=verifier, public_paths=PUBLIC_PATHS,
-                       refuse=unauthorized)
+    app.add_middleware(
+        BearerAuthMiddleware, verifier=verifier, public_paths=PUBLIC_PATHS, refuse=unauthorized
+    )
     # Added last, so outermost: refused requests are counted too.
     app.add_middleware(HttpMetricsMiddleware, service=config.service_name)
     FastAPIInstrumentor.instrument_app(app, excluded_urls="health,ready,metrics")

@@ -75,8 +75,10 @@ class TokenVerifier:
     @staticmethod
     def _refuse(reason: str, path: str, client: str | None) -> NoReturn:
         AUTH_FAILURES.labels(reason=reason).inc()
-        logger.warning("refused an admin request without a valid token",
-                       extra={"reason": reason, "path": path, "client": client})
+        logger.warning(
+            "refused an admin request without a valid token",
+            extra={"reason": reason, "path": path, "client": client},
+        )
         raise NotAuthenticated(reason)
 
 
@@ -107,7 +109,8 @@ class BearerAuthMiddleware:
         client = scope.get("client")
         try:
             name = self.verifier.authenticate(
-                authorization, path=scope["path"], client=client[0] if client else None)
+                authorization, path=scope["path"], client=client[0] if client else None
+            )
         except NotAuthenticated as refused:
             await self.refuse(refused)(scope, receive, send)
             return

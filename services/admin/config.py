@@ -29,7 +29,8 @@ class AdminConfig(BootstrapConfig):
     default_http_port: ClassVar[int] = 8082
 
     admin_tokens: SecretStr = Field(
-        description="comma-separated name:token pairs; the name is recorded in the audit")
+        description="comma-separated name:token pairs; the name is recorded in the audit"
+    )
 
     def operator_tokens(self) -> dict[str, str]:
         """Token name → token (never log the values)."""
@@ -60,11 +61,13 @@ class AdminConfig(BootstrapConfig):
     def _tokens_are_long_enough(self) -> AdminConfig:
         if self.development:
             return self
-        short = sorted(name for name, token in self.operator_tokens().items()
-                       if len(token) < MIN_TOKEN_LENGTH)
+        short = sorted(
+            name for name, token in self.operator_tokens().items() if len(token) < MIN_TOKEN_LENGTH
+        )
         if short:
             raise ValueError(
-                f"admin token(s) shorter than {MIN_TOKEN_LENGTH} characters: {', '.join(short)}")
+                f"admin token(s) shorter than {MIN_TOKEN_LENGTH} characters: {', '.join(short)}"
+            )
         return self
 
 
@@ -79,7 +82,8 @@ def parse_admin_tokens(raw: str) -> dict[str, str]:
         if not TOKEN_NAME.match(name):
             raise ValueError(
                 f"admin_tokens: pair {position} has a bad name (letters, digits, _ . @ -; "
-                "at most 100 characters)")
+                "at most 100 characters)"
+            )
         if not token or token != token.strip():
             raise ValueError(f"admin_tokens: the token of {name!r} is empty or padded")
         if name in tokens:

@@ -1,14 +1,14 @@
 """The admin service's errors, mapped to HTTP in one place (`app.install_error_handlers`).
 
-    GatewayError
-    ├── UnknownSettingError (sms_gateway)  404
-    ├── SettingValueError (sms_gateway)    422: names the key and the rule
-    └── AdminError
-        ├── NotAuthenticated               401: a missing, malformed or unknown bearer token
-        ├── UnknownQueryParameters         422: names them and the accepted ones
-        ├── SmsNotFound                    404
-        ├── SenderNotBlacklisted           404
-        └── SmsNotInError                  409: only an SMS in error can be requeued
+GatewayError
+├── UnknownSettingError (sms_gateway)  404
+├── SettingValueError (sms_gateway)    422: names the key and the rule
+└── AdminError
+    ├── NotAuthenticated               401: a missing, malformed or unknown bearer token
+    ├── UnknownQueryParameters         422: names them and the accepted ones
+    ├── SmsNotFound                    404
+    ├── SenderNotBlacklisted           404
+    └── SmsNotInError                  409: only an SMS in error can be requeued
 """
 
 from __future__ import annotations
@@ -39,7 +39,8 @@ class UnknownQueryParameters(AdminError):
         self.unknown = sorted(unknown)
         super().__init__(
             f"unknown query parameter(s): {', '.join(self.unknown)} "
-            f"(accepted: {', '.join(sorted(accepted)) or 'none'})")
+            f"(accepted: {', '.join(sorted(accepted)) or 'none'})"
+        )
 
 
 class SmsNotFound(AdminError):
@@ -65,4 +66,5 @@ class SmsNotInError(AdminError):
         self.sms_uuid = sms_uuid
         self.overall_status = overall_status
         super().__init__(
-            f"SMS {sms_uuid} is {overall_status}; only an SMS in error can be requeued")
+            f"SMS {sms_uuid} is {overall_status}; only an SMS in error can be requeued"
+        )

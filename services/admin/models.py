@@ -13,38 +13,64 @@ from pydantic import BaseModel, ConfigDict, Field
 
 class SettingView(BaseModel):
     key: str
-    value: Any = Field(description="the typed value in force (JSON); the stored text when it is "
-                                   "invalid (see `invalid`)")
+    value: Any = Field(
+        description="the typed value in force (JSON); the stored text when it is "
+        "invalid (see `invalid`)"
+    )
     rule: str = Field(description="the rule a new value must follow")
     meaning: str
     default: Any
     read_only: bool
     updated_at: datetime | None = Field(description="null while the key keeps its default")
     invalid: str | None = Field(
-        None, description="set when the stored text breaks the rule (written by hand): the "
-                          "services keep their last good value")
+        None,
+        description="set when the stored text breaks the rule (written by hand): the "
+        "services keep their last good value",
+    )
 
-    model_config = ConfigDict(json_schema_extra={"examples": [{
-        "key": "batch_size", "value": 20, "rule": "an integer from 1 to 10000",
-        "meaning": "SMS per batch", "default": 20, "read_only": False,
-        "updated_at": "2025-01-31T09:00:00Z", "invalid": None,
-    }]})
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "key": "batch_size",
+                    "value": 20,
+                    "rule": "an integer from 1 to 10000",
+                    "meaning": "SMS per batch",
+                    "default": 20,
+                    "read_only": False,
+                    "updated_at": "2025-01-31T09:00:00Z",
+                    "invalid": None,
+                }
+            ]
+        }
+    )
 
 
 class SettingUpdate(BaseModel):
-    value: Any = Field(description="the new value as JSON: a number, string, boolean, list or "
-                                   "object, as the key's rule says")
+    value: Any = Field(
+        description="the new value as JSON: a number, string, boolean, list or "
+        "object, as the key's rule says"
+    )
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
-        {"value": 50}, {"value": ["blacklist", "header", "time_window"]},
-        {"value": {"mobile": False}}, {"value": True},
-    ]})
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"value": 50},
+                {"value": ["blacklist", "header", "time_window"]},
+                {"value": {"mobile": False}},
+                {"value": True},
+            ]
+        },
+    )
 
 
 class SettingChange(BaseModel):
     setting: SettingView
-    changed: bool = Field(description="false when the new value equals the stored one (then "
-                                      "nothing is written and nothing audited)")
+    changed: bool = Field(
+        description="false when the new value equals the stored one (then "
+        "nothing is written and nothing audited)"
+    )
     changed_by: str
 
 
@@ -60,13 +86,28 @@ class AuditEntry(BaseModel):
 class AuditPage(BaseModel):
     entries: list[AuditEntry]
     next_before_id: int | None = Field(
-        description="pass as before_id for the next (older) page; null on the last page")
+        description="pass as before_id for the next (older) page; null on the last page"
+    )
 
-    model_config = ConfigDict(json_schema_extra={"examples": [{
-        "entries": [{"id": 42, "key": "batch_size", "old_value": "20", "new_value": "50",
-                     "changed_by": "operator", "changed_at": "2025-01-31T09:00:00Z"}],
-        "next_before_id": None,
-    }]})
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "entries": [
+                        {
+                            "id": 42,
+                            "key": "batch_size",
+                            "old_value": "20",
+                            "new_value": "50",
+                            "changed_by": "operator",
+                            "changed_at": "2025-01-31T09:00:00Z",
+                        }
+                    ],
+                    "next_before_id": None,
+                }
+            ]
+        }
+    )
 
 
 # ------------------------------------------------------------------ one SMS
@@ -101,7 +142,8 @@ class SmsDetail(BaseModel):
     input: InputSms
     overall_status: str = Field(
         description="pending, valid, invalid, skipped, error; 'unprocessed' before the "
-                    "validator has written a result")
+        "validator has written a result"
+    )
     failed_at_check: str | None
     checks: list[CheckOutcome]
     batch_id: UUID | None
@@ -111,25 +153,40 @@ class SmsDetail(BaseModel):
     processing_ms: float | None
     out_sms: OutSms | None
 
-    model_config = ConfigDict(json_schema_extra={"examples": [{
-        "uuid": "01946b8e-7f3a-7c2e-8000-0001a2b3c4d5",
-        "trace_id": "01946b8e7f3a7c2e80000001a2b3c4d5",
-        "input": {"sender_number": "447700900123",
-                  "sms_message": "ACME 0123456789abcdef +447700900123",
-                  "received_timestamp": "2025-01-31T08:59:58Z",
-                  "created_at": "2025-01-31T09:00:00Z", "source": "api", "client_event_id": None},
-        "overall_status": "invalid", "failed_at_check": "header",
-        "checks": [{"name": "blacklist", "code": 1, "result": "pass"},
-                   {"name": "duplicate", "code": 1, "result": "pass"},
-                   {"name": "header", "code": 2, "result": "fail"},
-                   {"name": "hash_length", "code": 0, "result": "not run"},
-                   {"name": "mobile", "code": 0, "result": "not run"},
-                   {"name": "time_window", "code": 0, "result": "not run"}],
-        "batch_id": "01946b8e-8000-7000-8000-000000000001", "retry_count": 0,
-        "processing_started_at": "2025-01-31T09:00:00.100Z",
-        "processing_completed_at": "2025-01-31T09:00:00.130Z", "processing_ms": 30.0,
-        "out_sms": None,
-    }]})
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "uuid": "01946b8e-7f3a-7c2e-8000-0001a2b3c4d5",
+                    "trace_id": "01946b8e7f3a7c2e80000001a2b3c4d5",
+                    "input": {
+                        "sender_number": "447700900123",
+                        "sms_message": "ACME 0123456789abcdef +447700900123",
+                        "received_timestamp": "2025-01-31T08:59:58Z",
+                        "created_at": "2025-01-31T09:00:00Z",
+                        "source": "api",
+                        "client_event_id": None,
+                    },
+                    "overall_status": "invalid",
+                    "failed_at_check": "header",
+                    "checks": [
+                        {"name": "blacklist", "code": 1, "result": "pass"},
+                        {"name": "duplicate", "code": 1, "result": "pass"},
+                        {"name": "header", "code": 2, "result": "fail"},
+                        {"name": "hash_length", "code": 0, "result": "not run"},
+                        {"name": "mobile", "code": 0, "result": "not run"},
+                        {"name": "time_window", "code": 0, "result": "not run"},
+                    ],
+                    "batch_id": "01946b8e-8000-7000-8000-000000000001",
+                    "retry_count": 0,
+                    "processing_started_at": "2025-01-31T09:00:00.100Z",
+                    "processing_completed_at": "2025-01-31T09:00:00.130Z",
+                    "processing_ms": 30.0,
+                    "out_sms": None,
+                }
+            ]
+        }
+    )
 
 
 class Requeued(BaseModel):
@@ -152,20 +209,35 @@ class BlacklistEntry(BaseModel):
 class BlacklistPage(BaseModel):
     entries: list[BlacklistEntry]
     next_after: str | None = Field(
-        description="pass as `after` for the next page; null on the last page")
+        description="pass as `after` for the next page; null on the last page"
+    )
 
-    model_config = ConfigDict(json_schema_extra={"examples": [{
-        "entries": [{"sender_number": "447700900123", "blacklisted_at": "2025-01-31T09:00:00Z",
-                     "reason": "threshold_exceeded", "message_count": 11, "current_count": 14}],
-        "next_after": None,
-    }]})
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "entries": [
+                        {
+                            "sender_number": "447700900123",
+                            "blacklisted_at": "2025-01-31T09:00:00Z",
+                            "reason": "threshold_exceeded",
+                            "message_count": 11,
+                            "current_count": 14,
+                        }
+                    ],
+                    "next_after": None,
+                }
+            ]
+        }
+    )
 
 
 class BlacklistRemoval(BaseModel):
     removed: BlacklistEntry
     count_reset_from: int | None = Field(
         description="the sender's count before the reset (its count_sms row is deleted); null "
-                    "if it had none")
+        "if it had none"
+    )
 
 
 # ------------------------------------------------------------------ stats
@@ -174,7 +246,8 @@ class BlacklistRemoval(BaseModel):
 class Backlog(BaseModel):
     after_checkpoint: int = Field(description="input_sms rows after last_processed_uuid")
     after_checkpoint_exact: bool = Field(
-        description="false when the count stopped at its cap (then it is a lower bound)")
+        description="false when the count stopped at its cap (then it is a lower bound)"
+    )
     pending: int = Field(description="SMS requeued or otherwise pending in sms_monitor")
     oldest_unprocessed_at: datetime | None
     oldest_unprocessed_age_seconds: float | None
@@ -194,18 +267,36 @@ class Stats(BaseModel):
     backlog: Backlog
     throughput: Throughput
 
-    model_config = ConfigDict(json_schema_extra={"examples": [{
-        "at": "2025-01-31T09:00:00Z",
-        "by_status": {"valid": 700000, "invalid": 200000, "skipped": 50000, "error": 12,
-                      "pending": 3},
-        "total_judged": 950015,
-        "checkpoint": "01946b8e-7f3a-7c2e-8000-0001a2b3c4d5",
-        "backlog": {"after_checkpoint": 1200, "after_checkpoint_exact": True, "pending": 3,
-                    "oldest_unprocessed_at": "2025-01-31T08:59:57Z",
-                    "oldest_unprocessed_age_seconds": 3.2},
-        "throughput": {"window_seconds": 60, "processed_per_second": 412.5,
-                       "received_per_second": 430.1},
-    }]})
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "at": "2025-01-31T09:00:00Z",
+                    "by_status": {
+                        "valid": 700000,
+                        "invalid": 200000,
+                        "skipped": 50000,
+                        "error": 12,
+                        "pending": 3,
+                    },
+                    "total_judged": 950015,
+                    "checkpoint": "01946b8e-7f3a-7c2e-8000-0001a2b3c4d5",
+                    "backlog": {
+                        "after_checkpoint": 1200,
+                        "after_checkpoint_exact": True,
+                        "pending": 3,
+                        "oldest_unprocessed_at": "2025-01-31T08:59:57Z",
+                        "oldest_unprocessed_age_seconds": 3.2,
+                    },
+                    "throughput": {
+                        "window_seconds": 60,
+                        "processed_per_second": 412.5,
+                        "received_per_second": 430.1,
+                    },
+                }
+            ]
+        }
+    )
 
 
 class Problem(BaseModel):

@@ -47,8 +47,12 @@ def _serve_one_process(config: ReceiverConfig) -> None:
 
     setup_tracing(config.service_name, config.otlp_endpoint)
     uvicorn.run(
-        create_app(config), host=config.http_host, port=config.port, log_config=None,
-        access_log=False, server_header=False,
+        create_app(config),
+        host=config.http_host,
+        port=config.port,
+        log_config=None,
+        access_log=False,
+        server_header=False,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
     )
 

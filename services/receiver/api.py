@@ -83,13 +83,18 @@ def _receiver(request: Request) -> Receiver:
 
 # ---------------------------------------------------------------------------- responses
 
+
 def _receipt(stored: StoredSms) -> JSONResponse:
     headers = {"Idempotent-Replayed": "true"} if stored.repeated else None
     return JSONResponse({"uuid": str(stored.uuid)}, status_code=202, headers=headers)
 
 
-def _error(status: int, detail: str, problems: list[Problem] | None = None,
-           headers: dict[str, str] | None = None) -> JSONResponse:
+def _error(
+    status: int,
+    detail: str,
+    problems: list[Problem] | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
     body = {"detail": detail, "errors": [problem.as_json() for problem in problems or []]}
     return JSONResponse(body, status_code=status, headers=headers)
 
@@ -105,14 +110,17 @@ def install_error_handlers(app: FastAPI) -> None:
     async def invalid_parameter(_: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
         metrics.REFUSED.labels(reason="invalid").inc()
-        problems = [Problem(str(error["loc"][-1]), str(error["msg"]))
-                    for error in exc.errors()]
+        problems = [Problem(str(error["loc"][-1]), str(error["msg"])) for error in exc.errors()]
         return _error(422, "; ".join(p.describe() for p in problems), problems)
 
     async def too_large(_: Request, exc: Exception) -> Response:
         metrics.REFUSED.labels(reason="too_large").inc()
-        return _error(413, str(exc), [Problem("body", str(exc).removeprefix("body: "))],
-                      headers={"Connection": "close"})
+        return _error(
+            413,
+            str(exc),
+            [Problem("body", str(exc).removeprefix("body: "))],
+            headers={"Connection": "close"},
+        )
 
     async def unsigned(_: Request, exc: Exception) -> Response:
         metrics.REFUSED.labels(reason="signature").inc()
@@ -138,63 +146,122 @@ def install_error_handlers(app: FastAPI) -> None:
 # ---------------------------------------------------------------------------- OpenAPI
 
 _REFUSALS: Final[dict[int | str, dict[str, Any]]] = {
-    413: {"model": ErrorBody, "description": "the body is larger than 64 KiB (16 MiB for a "
-                                             "batch)"},
-    422: {"model": ErrorBody, "description": "the request cannot be stored as sent: each "
-                                             "problem names its field (and item) and rule"},
-    503: {"model": ErrorBody, "description": "the database cannot be reached; nothing was "
-                                             "stored; retry after Retry-After seconds",
-          "headers": {"Retry-After": {"schema": {"type": "integer"}}}},
+    413: {"model": ErrorBody, "description": "the body is larger than 64 KiB (16 MiB for a batch)"},
+    422: {
+        "model": ErrorBody,
+        "description": "the request cannot be stored as sent: each "
+        "problem names its field (and item) and rule",
+    },
+    503: {
+        "model": ErrorBody,
+        "description": "the database cannot be reached; nothing was "
+        "stored; retry after Retry-After seconds",
+        "headers": {"Retry-After": {"schema": {"type": "integer"}}},
+    },
 }
 
 
 def _json_body(schema: dict[str, Any], examples: dict[str, Any]) -> dict[str, Any]:
-    return {"requestBody": {"required": True, "content": {"application/json": {
-        "schema": schema, "examples": examples}}}}
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": schema, "examples": examples}},
+        }
+    }
 
 
-_SMS_EXAMPLE: Final = {"sender_number": "+44 7700 900123",
-                       "sms_message": "ACME 0123456789abcdef +447700900123",
-                       "received_timestamp": "2024-06-22T15:46:11+01:00"}
-_SINGLE_BODY: Final = _json_body(inline_schema(SmsIn), {
-    "number": {"summary": "an international number", "value": _SMS_EXAMPLE},
-    "alphanumeric": {"summary": "an alphanumeric sender, stored as sent", "value": {
-        "sender_number": "AB-CTAXKR", "sms_message": "Your code is 1234 🔐",
-        "received_timestamp": "2024-06-22T14:46:11Z"}},
-})
-_BATCH_BODY: Final = _json_body(
-    {"type": "array", "minItems": 1, "maxItems": incoming.MAX_BATCH_ITEMS,
-     "items": inline_schema(SmsIn)},
-    {"two": {"summary": "two SMS", "value": [_SMS_EXAMPLE, {
-        "sender_number": "72404", "sms_message": "Привет, мир", "received_timestamp":
-        "2024-06-22T15:47:00+03:00"}]}},
+_SMS_EXAMPLE: Final = {
+    "sender_number": "+44 7700 900123",
+    "sms_message": "ACME 0123456789abcdef +447700900123",
+    "received_timestamp": "2024-06-22T15:46:11+01:00",
+}
+_SINGLE_BODY: Final = _json_body(
+    inline_schema(SmsIn),
+    {
+        "number": {"summary": "an international number", "value": _SMS_EXAMPLE},
+        "alphanumeric": {
+            "summary": "an alphanumeric sender, stored as sent",
+            "value": {
+                "sender_number": "AB-CTAXKR",
+                "sms_message": "Your code is 1234 🔐",
+                "received_timestamp": "2024-06-22T14:46:11Z",
+            },
+        },
+    },
 )
-_SMSGATE_BODY: Final = _json_body(inline_schema(SmsGateEnvelope), {
-    "current": {"summary": "sms:received from a current app version",
-                "value": SMSGATE_EXAMPLE},
-    "older": {"summary": "sms:received from an older app version", "value": {
-        "deviceId": "ffffffffceb0b1db0000018e937c815b", "event": "sms:received",
-        "id": "Ey6ECgOkVVFjz3CL48B8C", "webhookId": "LreFUt-Z3sSq0JufY9uWB",
-        "payload": {"message": "Android is always a sweet treat!", "phoneNumber": "6505551212",
-                    "receivedAt": "2024-06-22T15:46:11.000+07:00"}}},
-})
-_TWILIO_BODY: Final = {"requestBody": {"required": True, "content": {
-    "application/x-www-form-urlencoded": {"schema": inline_schema(TwilioInbound)}}}}
+_BATCH_BODY: Final = _json_body(
+    {
+        "type": "array",
+        "minItems": 1,
+        "maxItems": incoming.MAX_BATCH_ITEMS,
+        "items": inline_schema(SmsIn),
+    },
+    {
+        "two": {
+            "summary": "two SMS",
+            "value": [
+                _SMS_EXAMPLE,
+                {
+                    "sender_number": "72404",
+                    "sms_message": "Привет, мир",
+                    "received_timestamp": "2024-06-22T15:47:00+03:00",
+                },
+            ],
+        }
+    },
+)
+_SMSGATE_BODY: Final = _json_body(
+    inline_schema(SmsGateEnvelope),
+    {
+        "current": {"summary": "sms:received from a current app version", "value": SMSGATE_EXAMPLE},
+        "older": {
+            "summary": "sms:received from an older app version",
+            "value": {
+                "deviceId": "ffffffffceb0b1db0000018e937c815b",
+                "event": "sms:received",
+                "id": "Ey6ECgOkVVFjz3CL48B8C",
+                "webhookId": "LreFUt-Z3sSq0JufY9uWB",
+                "payload": {
+                    "message": "Android is always a sweet treat!",
+                    "phoneNumber": "6505551212",
+                    "receivedAt": "2024-06-22T15:46:11.000+07:00",
+                },
+            },
+        },
+    },
+)
+_TWILIO_BODY: Final = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/x-www-form-urlencoded": {"schema": inline_schema(TwilioInbound)}},
+    }
+}
 _KEY_HEADER: Final = "Idempotency-Key"
-_KEY_DOC: Final = ("Makes the delivery idempotent: a repeat with the same key stores nothing and "
-                   "answers the first delivery's status and uuid (with Idempotent-Replayed: true).")
+_KEY_DOC: Final = (
+    "Makes the delivery idempotent: a repeat with the same key stores nothing and "
+    "answers the first delivery's status and uuid (with Idempotent-Replayed: true)."
+)
 _BATCH_KEY_DOC: Final = (
     "Names the whole batch (at most 60 characters): a repeat of the same batch stores nothing "
-    "and answers the same uuids; a different batch under a used key is refused with 409.")
+    "and answers the same uuids; a different batch under a used key is refused with 409."
+)
 
 
 def _key_parameter(description: str, max_length: int) -> dict[str, Any]:
     # Documented here rather than declared as a FastAPI Header parameter: the endpoint reads
     # and validates the header once, itself (incoming.idempotency_key), instead of having
     # FastAPI's dependency solver validate it with pydantic on every request first.
-    return {"parameters": [{"name": _KEY_HEADER, "in": "header", "required": False,
-                            "description": description, "schema": {
-                                "type": "string", "minLength": 1, "maxLength": max_length}}]}
+    return {
+        "parameters": [
+            {
+                "name": _KEY_HEADER,
+                "in": "header",
+                "required": False,
+                "description": description,
+                "schema": {"type": "string", "minLength": 1, "maxLength": max_length},
+            }
+        ]
+    }
 
 
 _SINGLE_KEY: Final = _key_parameter(_KEY_DOC, incoming.MAX_IDEMPOTENCY_KEY_LENGTH)
@@ -202,6 +269,7 @@ _BATCH_KEY: Final = _key_parameter(_BATCH_KEY_DOC, incoming.MAX_BATCH_KEY_LENGTH
 
 
 # ---------------------------------------------------------------------------- the app
+
 
 def create_app(config: ReceiverConfig) -> FastAPI:
     """The receiver. Its pool, settings refresher and group-commit flusher live in the lifespan;
@@ -211,17 +279,26 @@ def create_app(config: ReceiverConfig) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, Any]]:
         pool = await db.create_pool(
-            config.database_url.get_secret_value(), min_size=config.db_pool_min_size,
-            max_size=config.db_pool_max_size, command_timeout=config.db_command_timeout)
+            config.database_url.get_secret_value(),
+            min_size=config.db_pool_min_size,
+            max_size=config.db_pool_max_size,
+            command_timeout=config.db_command_timeout,
+        )
         settings = SettingsStore()
-        refresher = asyncio.create_task(keep_fresh(
-            pool, settings, interval=SETTINGS_REFRESH_SECONDS,
-            transient=db.TRANSIENT_DB_ERRORS), name="settings-refresh")
+        refresher = asyncio.create_task(
+            keep_fresh(
+                pool, settings, interval=SETTINGS_REFRESH_SECONDS, transient=db.TRANSIENT_DB_ERRORS
+            ),
+            name="settings-refresh",
+        )
         store = SmsStore(
-            pool, retries=lambda: settings.current.max_database_retries,
+            pool,
+            retries=lambda: settings.current.max_database_retries,
             attempt_timeout=config.db_command_timeout,
             max_wait=config.group_commit_max_wait_ms / 1000,
-            max_rows=config.group_commit_max_rows, max_flushes=config.group_commit_max_flushes)
+            max_rows=config.group_commit_max_rows,
+            max_flushes=config.group_commit_max_flushes,
+        )
         store.start()
         receiver = Receiver(config, pool, settings, store, trace.get_tracer("sms-receiver"))
         runtime["receiver"] = receiver
@@ -243,7 +320,7 @@ def create_app(config: ReceiverConfig) -> FastAPI:
         title="SMS gateway receiver",
         version="1.0",
         description="Stores every SMS it is sent and answers only once the row is committed "
-                    "(SPEC §4). Strict on shape, lenient on content.",
+        "(SPEC §4). Strict on shape, lenient on content.",
         lifespan=lifespan,
         # FastAPI's native OpenTelemetry makes the HTTP server span that "sms.receive" links
         # to; its OTel metrics and logs are off: metrics are Prometheus' and logs ours, and
@@ -253,17 +330,23 @@ def create_app(config: ReceiverConfig) -> FastAPI:
     install_error_handlers(app)
     app.include_router(ops_router(ready))
     _add_sms_routes(app)
-    app.add_middleware(BodyLimitMiddleware, max_body_bytes=incoming.MAX_BODY_BYTES,
-                       path_limits={"/sms/receive/batch": incoming.MAX_BATCH_BODY_BYTES})
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_body_bytes=incoming.MAX_BODY_BYTES,
+        path_limits={"/sms/receive/batch": incoming.MAX_BATCH_BODY_BYTES},
+    )
     app.add_middleware(HttpMetricsMiddleware, service=config.service_name)
     return app
 
 
 def _trace(receiver: Receiver, request: Request, stored: StoredSms, source: str) -> None:
     record_receive(
-        receiver.tracer, stored, source=source,
+        receiver.tracer,
+        stored,
+        source=source,
         request_started_ns=getattr(request.state, REQUEST_STARTED_NS),
-        http_span=trace.get_current_span().get_span_context())
+        http_span=trace.get_current_span().get_span_context(),
+    )
 
 
 def _target_path(scope: Scope) -> str:
@@ -277,8 +360,12 @@ def _target_path(scope: Scope) -> str:
 
 def _add_sms_routes(app: FastAPI) -> None:
     @app.post(
-        "/sms/receive", status_code=202, response_model=Receipt, tags=["sms"],
-        summary="Store one SMS", openapi_extra={**_SINGLE_BODY, **_SINGLE_KEY},
+        "/sms/receive",
+        status_code=202,
+        response_model=Receipt,
+        tags=["sms"],
+        summary="Store one SMS",
+        openapi_extra={**_SINGLE_BODY, **_SINGLE_KEY},
         responses={**_REFUSALS},
     )
     async def receive_sms(request: Request) -> Response:
@@ -286,47 +373,66 @@ def _add_sms_routes(app: FastAPI) -> None:
         key = incoming.idempotency_key(request.headers.get(_KEY_HEADER))
         sms = incoming.single_sms(
             incoming.parse_json_body(await request.body()),
-            max_message_length=receiver.max_message_length, source=API_SOURCE,
-            client_event_id=key)
+            max_message_length=receiver.max_message_length,
+            source=API_SOURCE,
+            client_event_id=key,
+        )
         stored = await receiver.store.store(sms)
         _trace(receiver, request, stored, API_SOURCE)
         return _receipt(stored)
 
     @app.post(
-        "/sms/receive/batch", status_code=202, response_model=BatchReceipt, tags=["sms"],
+        "/sms/receive/batch",
+        status_code=202,
+        response_model=BatchReceipt,
+        tags=["sms"],
         summary="Store up to 1000 SMS, all or none",
         openapi_extra={**_BATCH_BODY, **_BATCH_KEY},
-        responses={**_REFUSALS, 409: {"model": ErrorBody, "description":
-                   "the Idempotency-Key was used for a different batch"}},
+        responses={
+            **_REFUSALS,
+            409: {
+                "model": ErrorBody,
+                "description": "the Idempotency-Key was used for a different batch",
+            },
+        },
     )
     async def receive_batch(request: Request) -> Response:
         receiver = _receiver(request)
-        key = incoming.idempotency_key(request.headers.get(_KEY_HEADER),
-                                       max_length=incoming.MAX_BATCH_KEY_LENGTH)
+        key = incoming.idempotency_key(
+            request.headers.get(_KEY_HEADER), max_length=incoming.MAX_BATCH_KEY_LENGTH
+        )
         rows = incoming.sms_batch(
             incoming.parse_json_body(await request.body()),
-            max_message_length=receiver.max_message_length, source=BATCH_SOURCE, batch_key=key)
+            max_message_length=receiver.max_message_length,
+            source=BATCH_SOURCE,
+            batch_key=key,
+        )
         started_ns = time.time_ns()
         uuids, repeated = await receiver.store.store_batch(rows)
         ended_ns = time.time_ns()
         for uuid in uuids:
-            _trace(receiver, request, StoredSms(uuid, repeated, started_ns, ended_ns),
-                   BATCH_SOURCE)
+            _trace(receiver, request, StoredSms(uuid, repeated, started_ns, ended_ns), BATCH_SOURCE)
         headers = {"Idempotent-Replayed": "true"} if repeated else None
-        return JSONResponse({"uuids": [str(uuid) for uuid in uuids]}, status_code=202,
-                            headers=headers)
+        return JSONResponse(
+            {"uuids": [str(uuid) for uuid in uuids]}, status_code=202, headers=headers
+        )
 
     @app.post(
-        "/sms/receive/smsgate", status_code=202, response_model=Receipt, tags=["adapters"],
+        "/sms/receive/smsgate",
+        status_code=202,
+        response_model=Receipt,
+        tags=["adapters"],
         summary="SMS Gateway for Android: the sms:received webhook",
         description="Verifies X-Signature (HMAC-SHA256 of the raw body followed by X-Timestamp, "
-                    "lowercase hex; X-Timestamp within 300 s) when a signing key is configured. "
-                    "The envelope id is the idempotency key. Other events are answered 200 and "
-                    "not stored.",
+        "lowercase hex; X-Timestamp within 300 s) when a signing key is configured. "
+        "The envelope id is the idempotency key. Other events are answered 200 and "
+        "not stored.",
         openapi_extra=_SMSGATE_BODY,
-        responses={**_REFUSALS, 200: {"model": Ignored, "description": "not an sms:received "
-                                      "event: nothing stored"},
-                   401: {"model": ErrorBody, "description": "the signature does not verify"}},
+        responses={
+            **_REFUSALS,
+            200: {"model": Ignored, "description": "not an sms:received event: nothing stored"},
+            401: {"model": ErrorBody, "description": "the signature does not verify"},
+        },
     )
     async def receive_smsgate(
         request: Request,
@@ -337,8 +443,9 @@ def _add_sms_routes(app: FastAPI) -> None:
         body = await request.body()
         key = receiver.config.smsgate_signing_key
         if key is not None:
-            smsgate.verify_signature(key.get_secret_value().encode("utf-8"), body,
-                                     x_signature, x_timestamp)
+            smsgate.verify_signature(
+                key.get_secret_value().encode("utf-8"), body, x_signature, x_timestamp
+            )
         envelope = incoming.parse_json_body(body)
         event = smsgate.event_name(envelope)
         if event != smsgate.RECEIVED_EVENT:
@@ -349,16 +456,23 @@ def _add_sms_routes(app: FastAPI) -> None:
         return _receipt(stored)
 
     @app.post(
-        "/sms/receive/twilio", status_code=200, tags=["adapters"],
+        "/sms/receive/twilio",
+        status_code=200,
+        tags=["adapters"],
         summary="Twilio: the inbound SMS webhook",
         description="Verifies X-Twilio-Signature when an auth token is configured; the URL is "
-                    "the one Twilio called (X-Forwarded-Proto/-Host honoured). MessageSid is the "
-                    "idempotency key. Answers an empty TwiML <Response/>.",
-        openapi_extra=_TWILIO_BODY, response_class=Response,
-        responses={**_REFUSALS, 200: {"content": {twilio.TWIML_MEDIA_TYPE: {
-                       "example": twilio.EMPTY_TWIML.decode()}},
-                       "description": "stored (or a repeat of a stored delivery)"},
-                   401: {"model": ErrorBody, "description": "the signature does not verify"}},
+        "the one Twilio called (X-Forwarded-Proto/-Host honoured). MessageSid is the "
+        "idempotency key. Answers an empty TwiML <Response/>.",
+        openapi_extra=_TWILIO_BODY,
+        response_class=Response,
+        responses={
+            **_REFUSALS,
+            200: {
+                "content": {twilio.TWIML_MEDIA_TYPE: {"example": twilio.EMPTY_TWIML.decode()}},
+                "description": "stored (or a repeat of a stored delivery)",
+            },
+            401: {"model": ErrorBody, "description": "the signature does not verify"},
+        },
     )
     async def receive_twilio(
         request: Request,
@@ -370,13 +484,17 @@ def _add_sms_routes(app: FastAPI) -> None:
         token = receiver.config.twilio_auth_token
         if token is not None:
             url = twilio.request_url(
-                request.url.scheme, request.headers, _target_path(request.scope),
-                request.scope.get("query_string", b"").decode("latin-1"))
-            twilio.verify_signature(token.get_secret_value().encode("utf-8"), url, params,
-                                    x_twilio_signature)
-        sms = twilio.inbound_sms(params, arrived_at=arrived_at,
-                                 max_message_length=receiver.max_message_length)
+                request.url.scheme,
+                request.headers,
+                _target_path(request.scope),
+                request.scope.get("query_string", b"").decode("latin-1"),
+            )
+            twilio.verify_signature(
+                token.get_secret_value().encode("utf-8"), url, params, x_twilio_signature
+            )
+        sms = twilio.inbound_sms(
+            params, arrived_at=arrived_at, max_message_length=receiver.max_message_length
+        )
         stored = await receiver.store.store(sms)
         _trace(receiver, request, stored, twilio.SOURCE)
         return Response(twilio.EMPTY_TWIML, media_type=twilio.TWIML_MEDIA_TYPE)
-

@@ -17,16 +17,23 @@ class ReceiverConfig(BootstrapConfig):
     default_http_port: ClassVar[int] = 8080
 
     smsgate_signing_key: SecretStr | None = Field(
-        None, description="SMS Gateway for Android webhook signing key; unset = no signature check")
+        None, description="SMS Gateway for Android webhook signing key; unset = no signature check"
+    )
     twilio_auth_token: SecretStr | None = Field(
-        None, description="Twilio auth token; unset = no X-Twilio-Signature check")
+        None, description="Twilio auth token; unset = no X-Twilio-Signature check"
+    )
     group_commit_max_wait_ms: float = Field(
-        2.0, ge=0, le=50,
-        description="how long a flush waits for more requests to join it, at most")
+        2.0, ge=0, le=50, description="how long a flush waits for more requests to join it, at most"
+    )
     group_commit_max_rows: int = Field(
-        500, ge=1, le=10_000, description="rows in one group-committed INSERT, at most")
+        500, ge=1, le=10_000, description="rows in one group-committed INSERT, at most"
+    )
     group_commit_max_flushes: int = Field(
-        2, ge=1, le=64, description="flushes in flight at once (each holds one connection)")
+        2, ge=1, le=64, description="flushes in flight at once (each holds one connection)"
+    )
     http_workers: int = Field(
-        1, ge=1, le=64,
-        description="processes serving HTTP; more than 1 runs gunicorn with uvicorn workers")
+        1,
+        ge=1,
+        le=64,
+        description="processes serving HTTP; more than 1 runs gunicorn with uvicorn workers",
+    )

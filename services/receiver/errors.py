@@ -1,12 +1,12 @@
 """The receiver's errors, mapped to HTTP in one place (`api.install_error_handlers`).
 
-    GatewayError
-    └── ReceiverError
-        ├── InvalidSms               422: the request cannot be stored as it is
-        ├── BodyTooLarge             413
-        ├── SignatureRefused         401: an adapter's signature does not verify
-        ├── IdempotencyKeyReused     409: a batch key names a different batch
-        └── StorageUnavailable       503: the database did not answer within the retries
+GatewayError
+└── ReceiverError
+    ├── InvalidSms               422: the request cannot be stored as it is
+    ├── BodyTooLarge             413
+    ├── SignatureRefused         401: an adapter's signature does not verify
+    ├── IdempotencyKeyReused     409: a batch key names a different batch
+    └── StorageUnavailable       503: the database did not answer within the retries
 """
 
 from __future__ import annotations

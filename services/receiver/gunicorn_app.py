@@ -53,8 +53,12 @@ class ReceiverWorker(UvicornWorker):
     """uvicorn in a gunicorn worker, with the options `sms-receiver` uses in one process."""
 
     CONFIG_KWARGS: dict[str, Any] = {  # noqa: RUF012 (UvicornWorker's own class attribute)
-        "loop": "auto", "http": "auto", "lifespan": "on", "server_header": False,
-        "access_log": False, "timeout_graceful_shutdown": WORKER_DRAIN_SECONDS,
+        "loop": "auto",
+        "http": "auto",
+        "lifespan": "on",
+        "server_header": False,
+        "access_log": False,
+        "timeout_graceful_shutdown": WORKER_DRAIN_SECONDS,
     }
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -93,8 +97,9 @@ class ReceiverApplication(BaseApplication):  # type: ignore[misc]
     def load_config(self) -> None:
         host = self._config.http_host
         settings: dict[str, Any] = {
-            "bind": f"[{host}]:{self._config.port}" if ":" in host else
-                    f"{host}:{self._config.port}",
+            "bind": f"[{host}]:{self._config.port}"
+            if ":" in host
+            else f"{host}:{self._config.port}",
             "workers": self._config.http_workers,
             "worker_class": ReceiverWorker,
             "graceful_timeout": GRACEFUL_TIMEOUT_SECONDS,
@@ -120,8 +125,10 @@ class ReceiverApplication(BaseApplication):  # type: ignore[misc]
 def run(config: ReceiverConfig) -> None:
     """Serve with `config.http_workers` worker processes until SIGTERM (raises SystemExit)."""
     if "prometheus_client" in sys.modules:
-        raise RuntimeError(f"prometheus_client was imported before {METRICS_DIR_VARIABLE} was "
-                           "set: its samples would not be shared between workers")
+        raise RuntimeError(
+            f"prometheus_client was imported before {METRICS_DIR_VARIABLE} was "
+            "set: its samples would not be shared between workers"
+        )
     metrics_dir = tempfile.mkdtemp(prefix=f"{config.service_name}-metrics-")
     os.environ[METRICS_DIR_VARIABLE] = metrics_dir
     master_pid = os.getpid()

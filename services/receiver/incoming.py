@@ -23,7 +23,8 @@ MAX_BATCH_BODY_BYTES: Final = 16 * 1024 * 1024
 MAX_IDEMPOTENCY_KEY_LENGTH: Final = 64
 SMS_FIELDS: Final = ("sender_number", "sms_message", "received_timestamp")
 TIMESTAMP_RULE: Final = (
-    "must be an ISO 8601 date and time with a UTC offset, e.g. 2024-06-22T15:46:11+07:00")
+    "must be an ISO 8601 date and time with a UTC offset, e.g. 2024-06-22T15:46:11+07:00"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,8 +43,9 @@ def body_text(body: bytes) -> str:
     try:
         return body.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise InvalidSms([Problem("body", f"must be UTF-8; invalid byte at offset {exc.start}")]) \
-            from None
+        raise InvalidSms(
+            [Problem("body", f"must be UTF-8; invalid byte at offset {exc.start}")]
+        ) from None
 
 
 def parse_json_body(body: bytes) -> Any:
@@ -52,26 +54,32 @@ def parse_json_body(body: bytes) -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise InvalidSms([Problem(
-            "body", f"must be JSON; {exc.msg} at line {exc.lineno} column {exc.colno}")]) from None
+        raise InvalidSms(
+            [Problem("body", f"must be JSON; {exc.msg} at line {exc.lineno} column {exc.colno}")]
+        ) from None
     except RecursionError:
         # 64 KiB of "[" nests deeper than the parser's recursion limit: a client's error,
         # not the receiver's (it was a 500).
-        raise InvalidSms([Problem("body", "must be JSON nested at most a few hundred levels "
-                                          "deep")]) from None
+        raise InvalidSms(
+            [Problem("body", "must be JSON nested at most a few hundred levels deep")]
+        ) from None
 
 
 def storable_text_problem(value: str) -> str | None:
     """Why PostgreSQL TEXT cannot hold `value` as given, or None when it can."""
     position = value.find("\x00")
     if position >= 0:
-        return (f"must not contain the NUL character (U+0000, at position {position}): "
-                "PostgreSQL text cannot store it")
+        return (
+            f"must not contain the NUL character (U+0000, at position {position}): "
+            "PostgreSQL text cannot store it"
+        )
     try:
         value.encode("utf-8")  # fails exactly on lone surrogates, at C speed
     except UnicodeEncodeError as exc:
-        return (f"must be valid Unicode: lone surrogate U+{ord(value[exc.start]):04X} "
-                f"at position {exc.start}")
+        return (
+            f"must be valid Unicode: lone surrogate U+{ord(value[exc.start]):04X} "
+            f"at position {exc.start}"
+        )
     return None
 
 
@@ -84,8 +92,11 @@ def parse_timestamp(value: Any, field: str) -> datetime | Problem:
     except ValueError:
         return Problem(field, f"{TIMESTAMP_RULE}; got {value[:40]!r}")
     if moment.tzinfo is None or moment.utcoffset() is None:
-        return Problem(field, "must have a UTC offset (Z or ±hh:mm): a time without one is "
-                              f"ambiguous; got {value[:40]!r}")
+        return Problem(
+            field,
+            "must have a UTC offset (Z or ±hh:mm): a time without one is "
+            f"ambiguous; got {value[:40]!r}",
+        )
     try:
         return moment.astimezone(UTC)
     except OverflowError:
@@ -134,8 +145,12 @@ def _sender(value: Any, field: str, index: int | None) -> str | Problem:
     if not sender:
         return Problem(field, "must not be empty after normalisation", index)
     if len(sender) > MAX_SENDER_LENGTH:
-        return Problem(field, f"must be at most {MAX_SENDER_LENGTH} characters after "
-                              f"normalisation; got {len(sender)} ({sender[:40]!r})", index)
+        return Problem(
+            field,
+            f"must be at most {MAX_SENDER_LENGTH} characters after "
+            f"normalisation; got {len(sender)} ({sender[:40]!r})",
+            index,
+        )
     return sender
 
 
@@ -145,8 +160,11 @@ def _message(value: Any, field: str, max_length: int, index: int | None) -> str 
     if not value:
         return Problem(field, "must not be empty", index)
     if len(value) > max_length:
-        return Problem(field, f"must be at most {max_length} characters (max_message_length); "
-                              f"got {len(value)}", index)
+        return Problem(
+            field,
+            f"must be at most {max_length} characters (max_message_length); got {len(value)}",
+            index,
+        )
     if (why := storable_text_problem(value)) is not None:
         return Problem(field, why, index)
     return value
@@ -166,13 +184,18 @@ def sms_from_json(
         where = "body" if index is None else "item"
         return [Problem(where, f"must be a JSON object; got {_json_type(document)}", index)]
     problems = [Problem(name, "is required", index) for name in SMS_FIELDS if name not in document]
-    problems += [Problem(name, "is not a known field", index)
-                 for name in document if name not in SMS_FIELDS]
+    problems += [
+        Problem(name, "is not a known field", index) for name in document if name not in SMS_FIELDS
+    ]
     if problems:
         return problems
     return build_sms(
-        document["sender_number"], document["sms_message"], document["received_timestamp"],
-        max_message_length=max_message_length, source=source, client_event_id=client_event_id,
+        document["sender_number"],
+        document["sms_message"],
+        document["received_timestamp"],
+        max_message_length=max_message_length,
+        source=source,
+        client_event_id=client_event_id,
         index=index,
     )
 
@@ -180,8 +203,12 @@ def sms_from_json(
 def single_sms(
     document: Any, *, max_message_length: int, source: str, client_event_id: str | None
 ) -> IncomingSms:
-    result = sms_from_json(document, max_message_length=max_message_length, source=source,
-                           client_event_id=client_event_id)
+    result = sms_from_json(
+        document,
+        max_message_length=max_message_length,
+        source=source,
+        client_event_id=client_event_id,
+    )
     if isinstance(result, list):
         raise InvalidSms(result)
     return result
@@ -196,14 +223,18 @@ def sms_batch(
     if not document:
         raise InvalidSms([Problem("body", "must hold at least one SMS")])
     if len(document) > MAX_BATCH_ITEMS:
-        raise InvalidSms([Problem(
-            "body", f"must hold at most {MAX_BATCH_ITEMS} SMS; got {len(document)}")])
+        raise InvalidSms(
+            [Problem("body", f"must hold at most {MAX_BATCH_ITEMS} SMS; got {len(document)}")]
+        )
     accepted: list[IncomingSms] = []
     problems: list[Problem] = []
     for index, item in enumerate(document):
         result = sms_from_json(
-            item, max_message_length=max_message_length, source=source,
-            client_event_id=batch_item_key(batch_key, index), index=index,
+            item,
+            max_message_length=max_message_length,
+            source=source,
+            client_event_id=batch_item_key(batch_key, index),
+            index=index,
         )
         if isinstance(result, list):
             problems += result
@@ -223,14 +254,19 @@ def batch_item_key(batch_key: str | None, index: int) -> str | None:
     return None if batch_key is None else f"{batch_key}#{index}"
 
 
-def idempotency_key(value: str | None, *, max_length: int = MAX_IDEMPOTENCY_KEY_LENGTH,
-                    field: str = "Idempotency-Key") -> str | None:
+def idempotency_key(
+    value: str | None,
+    *,
+    max_length: int = MAX_IDEMPOTENCY_KEY_LENGTH,
+    field: str = "Idempotency-Key",
+) -> str | None:
     """A client's delivery key: 1 to `max_length` visible ASCII characters."""
     if value is None:
         return None
     if not 1 <= len(value) <= max_length:
-        raise InvalidSms([Problem(field, f"must be 1 to {max_length} characters; "
-                                         f"got {len(value)}")])
+        raise InvalidSms(
+            [Problem(field, f"must be 1 to {max_length} characters; got {len(value)}")]
+        )
     if not all("!" <= character <= "~" for character in value):
         raise InvalidSms([Problem(field, "must be visible ASCII characters (no spaces)")])
     return value

@@ -58,11 +58,23 @@ class BodyLimitMiddleware:
     @staticmethod
     async def _refuse(send: Send, limit: int) -> None:
         metrics.REFUSED.labels(reason="too_large").inc()
-        body = json.dumps({"detail": _rule(limit), "errors": [
-            {"field": "body", "rule": f"must be at most {limit} bytes"}]}).encode()
-        await send({"type": "http.response.start", "status": 413, "headers": [
-            (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-            (b"connection", b"close")]})
+        body = json.dumps(
+            {
+                "detail": _rule(limit),
+                "errors": [{"field": "body", "rule": f"must be at most {limit} bytes"}],
+            }
+        ).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"connection", b"close"),
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": body})
 
 

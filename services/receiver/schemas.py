@@ -16,37 +16,49 @@ EXAMPLE_UUID: Final = "0192f3a4-5b6c-7d8e-9f01-23456789abcd"
 
 
 class SmsIn(BaseModel):
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
-        "sender_number": "+44 7700 900123",
-        "sms_message": "ACME 0123456789abcdef +447700900123",
-        "received_timestamp": "2024-06-22T15:46:11+01:00",
-    }]})
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "sender_number": "+44 7700 900123",
+                    "sms_message": "ACME 0123456789abcdef +447700900123",
+                    "received_timestamp": "2024-06-22T15:46:11+01:00",
+                }
+            ]
+        },
+    )
 
     sender_number: str = Field(
         min_length=1,
         description="Number or name of the sender. Numbers are normalised (spaces, - . ( ) and "
-                    "a leading + or 00 removed) and must then have 1 to 15 characters; a sender "
-                    "with a letter in it is kept as sent, trimmed.",
-        examples=["+44 7700 900123", "Google", "72404"])
+        "a leading + or 00 removed) and must then have 1 to 15 characters; a sender "
+        "with a letter in it is kept as sent, trimmed.",
+        examples=["+44 7700 900123", "Google", "72404"],
+    )
     sms_message: str = Field(
         min_length=1,
         description="The text, stored exactly as received; at most max_message_length "
-                    "characters (a setting, 1600 by default); no NUL characters.",
-        examples=["ACME 0123456789abcdef +447700900123"])
+        "characters (a setting, 1600 by default); no NUL characters.",
+        examples=["ACME 0123456789abcdef +447700900123"],
+    )
     received_timestamp: str = Field(
         description="When the SMS reached the phone: ISO 8601 with a UTC offset (Z or ±hh:mm); "
-                    "a time without an offset is refused.",
-        examples=["2024-06-22T15:46:11+01:00"])
+        "a time without an offset is refused.",
+        examples=["2024-06-22T15:46:11+01:00"],
+    )
 
 
 class Receipt(BaseModel):
-    uuid: UUID = Field(description="The stored SMS's id (UUIDv7), also its trace id",
-                       examples=[EXAMPLE_UUID])
+    uuid: UUID = Field(
+        description="The stored SMS's id (UUIDv7), also its trace id", examples=[EXAMPLE_UUID]
+    )
 
 
 class BatchReceipt(BaseModel):
-    uuids: list[UUID] = Field(description="The ids of the stored SMS, in input order",
-                              examples=[[EXAMPLE_UUID]])
+    uuids: list[UUID] = Field(
+        description="The ids of the stored SMS, in input order", examples=[[EXAMPLE_UUID]]
+    )
 
 
 class ProblemOut(BaseModel):
@@ -56,10 +68,16 @@ class ProblemOut(BaseModel):
 
 
 class ErrorBody(BaseModel):
-    model_config = ConfigDict(json_schema_extra={"examples": [{
-        "detail": "sms_message: must not be empty",
-        "errors": [{"field": "sms_message", "rule": "must not be empty"}],
-    }]})
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "detail": "sms_message: must not be empty",
+                    "errors": [{"field": "sms_message", "rule": "must not be empty"}],
+                }
+            ]
+        }
+    )
 
     detail: str
     errors: list[ProblemOut] = Field(default_factory=list)
@@ -107,14 +125,21 @@ class SmsGateEnvelope(BaseModel):
 
 
 class TwilioInbound(BaseModel):
-    model_config = ConfigDict(extra="allow", json_schema_extra={"examples": [{
-        "MessageSid": "SM1f0e8ae6ade43cb3c0ce4525424e404f",
-        "AccountSid": "AC0123456789abcdef0123456789abcdef",
-        "From": "+14155552671",
-        "To": "+15017122661",
-        "Body": "Hello from Twilio",
-        "NumMedia": "0",
-    }]})
+    model_config = ConfigDict(
+        extra="allow",
+        json_schema_extra={
+            "examples": [
+                {
+                    "MessageSid": "SM1f0e8ae6ade43cb3c0ce4525424e404f",
+                    "AccountSid": "AC0123456789abcdef0123456789abcdef",
+                    "From": "+14155552671",
+                    "To": "+15017122661",
+                    "Body": "Hello from Twilio",
+                    "NumMedia": "0",
+                }
+            ]
+        },
+    )
 
     MessageSid: str = Field(max_length=64, description="the delivery's idempotency key")
     From: str

@@ -79,7 +79,8 @@ async def _earlier_deliveries(
 ) -> list[UUID | None]:
     async with db.transaction(pool, readonly=True) as connection:
         records = await connection.fetch(
-            SELECT_DELIVERIES, [source for source, _ in keys], [key for _, key in keys])
+            SELECT_DELIVERIES, [source for source, _ in keys], [key for _, key in keys]
+        )
     found: list[UUID | None] = [None] * len(keys)
     for record in records:
         found[record["position"] - 1] = record["uuid"]
@@ -196,8 +197,10 @@ class SmsStore:
         try:
             uuids = await self._with_retries("input_sms.insert", lambda: self._insert_once(rows))
         except RetriesExhaustedError as exc:
-            logger.error("cannot store SMS: database unreachable",  # noqa: TRY400
-                         extra={"rows": len(rows), "error": str(exc)})
+            logger.error(
+                "cannot store SMS: database unreachable",  # noqa: TRY400
+                extra={"rows": len(rows), "error": str(exc)},
+            )
             self._fail(group, StorageUnavailable())
             return
         ended_ns = time.time_ns()
@@ -251,7 +254,8 @@ class SmsStore:
 
     async def _with_retries(self, operation: str, action: Callable[[], Awaitable[T]]) -> T:
         return await retry_transient(
-            operation, action, retries=self._retries(), transient=db.TRANSIENT_DB_ERRORS)
+            operation, action, retries=self._retries(), transient=db.TRANSIENT_DB_ERRORS
+        )
 
     # ------------------------------------------------------------------ a batch
 
@@ -267,8 +271,10 @@ class SmsStore:
         keyed = rows[0].client_event_id is not None
 
         async def attempt() -> list[UUID | None]:
-            async with (asyncio.timeout(self._attempt_timeout),
-                        db.transaction(self._pool) as connection):
+            async with (
+                asyncio.timeout(self._attempt_timeout),
+                db.transaction(self._pool) as connection,
+            ):
                 uuids = await _insert(connection, rows)
                 inserted = sum(uuid is not None for uuid in uuids)
                 if 0 < inserted < len(rows):
@@ -281,8 +287,9 @@ class SmsStore:
                 assert keyed
                 return await self._earlier_batch(rows), True
         except RetriesExhaustedError:
-            logger.exception("cannot store a batch: database unreachable",
-                             extra={"rows": len(rows)})
+            logger.exception(
+                "cannot store a batch: database unreachable", extra={"rows": len(rows)}
+            )
             raise StorageUnavailable() from None
         metrics.SMS_STORED.labels(source=rows[0].source).inc(len(rows))
         return [uuid for uuid in uuids if uuid is not None], False
@@ -305,4 +312,3 @@ class SmsStore:
             raise IdempotencyKeyReused()
         metrics.IDEMPOTENT_REPEATS.labels(source=first.source).inc(len(rows))
         return [uuid for uuid in found[:-1] if uuid is not None]
-

@@ -21,12 +21,19 @@ def record_receive(
 ) -> None:
     links = [Link(http_span)] if http_span.is_valid else []
     receive = tracer.start_span(
-        "sms.receive", context=sms_trace_context(stored.uuid), start_time=request_started_ns,
-        links=links, attributes={"sms.uuid": str(stored.uuid), "sms.source": source,
-                                 "sms.repeated_delivery": stored.repeated},
+        "sms.receive",
+        context=sms_trace_context(stored.uuid),
+        start_time=request_started_ns,
+        links=links,
+        attributes={
+            "sms.uuid": str(stored.uuid),
+            "sms.source": source,
+            "sms.repeated_delivery": stored.repeated,
+        },
     )
     insert = tracer.start_span(
-        "input_sms.insert", context=trace.set_span_in_context(receive),
+        "input_sms.insert",
+        context=trace.set_span_in_context(receive),
         start_time=stored.insert_started_ns,
         attributes={"db.system": "postgresql", "db.operation": "INSERT"},
     )

@@ -31,9 +31,16 @@ def main() -> None:
             server.should_exit = True
 
     app = create_app(config, on_fatal=on_fatal)
-    server = uvicorn.Server(uvicorn.Config(
-        app, host=config.http_host, port=config.port, log_config=None, access_log=False,
-        lifespan="on"))
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            host=config.http_host,
+            port=config.port,
+            log_config=None,
+            access_log=False,
+            lifespan="on",
+        )
+    )
     server.run()
     if fatal:
         sys.exit(1)

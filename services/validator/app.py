@@ -41,13 +41,22 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # min_size=0: start even while the database is away; the engine retries by itself.
         pool = await db.create_pool(
-            config.database_url.get_secret_value(), min_size=0,
-            max_size=config.db_pool_max_size, command_timeout=config.db_command_timeout)
+            config.database_url.get_secret_value(),
+            min_size=0,
+            max_size=config.db_pool_max_size,
+            command_timeout=config.db_command_timeout,
+        )
         password = config.redis_password.get_secret_value() if config.redis_password else None
         redis_link = RedisLink(password=password, db=config.redis_db)
         options = {} if settle_margin is None else {"settle_margin": settle_margin}
-        engine = Engine(pool, redis_link, registry, config.check_secrets(),
-                        tracing=bool(config.otlp_endpoint), **options)
+        engine = Engine(
+            pool,
+            redis_link,
+            registry,
+            config.check_secrets(),
+            tracing=bool(config.otlp_endpoint),
+            **options,
+        )
         task = asyncio.create_task(engine.run(), name="validator-engine")
 
         def engine_finished(finished: asyncio.Task[None]) -> None:
@@ -62,8 +71,10 @@ def create_app(
         task.add_done_callback(engine_finished)
 
         async def ready() -> dict[str, bool]:
-            return {"database": await db.is_ready(pool),
-                    "engine": engine.started and not task.done()}
+            return {
+                "database": await db.is_ready(pool),
+                "engine": engine.started and not task.done(),
+            }
 
         app.state.engine = engine
         app.state.engine_task = task

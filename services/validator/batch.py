@@ -1,16 +1,16 @@
 """One batch (or sweep) as one transaction: claim, judge, write, commit; then the write-through.
 
-    BEGIN (read committed)
-      lock the checkpoint row               serialises every batch of every validator process
-      reload the settings                   a change takes effect within one batch
-      settle horizon, then the rows         nothing below the checkpoint can still appear
-      ledger: counters, blacklist, max(seq) locked rows, one statement
-      Redis: marker + SMISMEMBER            repaired first if not provably complete
-      judge in memory, in uuid order        checks/, pure
-      one write statement                   sms_monitor, out_sms, count_sms, blacklist_sms,
-                                            the checkpoint
-    COMMIT
-    Redis write-through (Lua: SADD, marker, TTL)
+BEGIN (read committed)
+  lock the checkpoint row               serialises every batch of every validator process
+  reload the settings                   a change takes effect within one batch
+  settle horizon, then the rows         nothing below the checkpoint can still appear
+  ledger: counters, blacklist, max(seq) locked rows, one statement
+  Redis: marker + SMISMEMBER            repaired first if not provably complete
+  judge in memory, in uuid order        checks/, pure
+  one write statement                   sms_monitor, out_sms, count_sms, blacklist_sms,
+                                        the checkpoint
+COMMIT
+Redis write-through (Lua: SADD, marker, TTL)
 """
 
 from __future__ import annotations
@@ -101,8 +101,9 @@ class BatchRunner:
         redis_ns = await self._write_through(outcome, seqs)
         self._count(outcome)
         if self.tracing and outcome.batch_id is not None:
-            emit_spans(outcome.verdicts, batch_id=outcome.batch_id, write_ns=write_ns,
-                       redis_ns=redis_ns)
+            emit_spans(
+                outcome.verdicts, batch_id=outcome.batch_id, write_ns=write_ns, redis_ns=redis_ns
+            )
         return outcome
 
     async def warm_up(self) -> None:
@@ -114,8 +115,9 @@ class BatchRunner:
             set_level(settings.log_level)
             max_seq = int(await connection.fetchval(sql.MAX_SEQ))
             client = await self._redis(settings)
-            await index.members_for_judgement(connection, client, [], max_seq=max_seq,
-                                              ttl=settings.out_sms_cache_ttl)
+            await index.members_for_judgement(
+                connection, client, [], max_seq=max_seq, ttl=settings.out_sms_cache_ttl
+            )
             await index.renew_ttl(client, settings.out_sms_cache_ttl)
 
     async def _in_transaction(
@@ -137,16 +139,26 @@ class BatchRunner:
 
         if kind == "batch":
             settled_before = await connection.fetchval(sql.SETTLE_HORIZON, self.settle_margin)
-            rows = await connection.fetch(sql.FETCH_BATCH, checkpoint, settled_before,
-                                          settings.batch_size)
+            rows = await connection.fetch(
+                sql.FETCH_BATCH, checkpoint, settled_before, settings.batch_size
+            )
         else:
-            rows = await connection.fetch(sql.FETCH_SWEEP, checkpoint, self.sweep_window,
-                                          settings.batch_size)
+            rows = await connection.fetch(
+                sql.FETCH_SWEEP, checkpoint, self.sweep_window, settings.batch_size
+            )
         if not rows:
             return BatchOutcome(kind, settings), *nothing
 
-        batch = [IncomingSms(row["uuid"], row["sender_number"], row["sms_message"],
-                             row["received_timestamp"], row["created_at"]) for row in rows]
+        batch = [
+            IncomingSms(
+                row["uuid"],
+                row["sender_number"],
+                row["sms_message"],
+                row["received_timestamp"],
+                row["created_at"],
+            )
+            for row in rows
+        ]
         senders = list(dict.fromkeys(sms.sender_number for sms in batch))
         counts: dict[str, int] = {}
         blacklisted: list[str] = []
@@ -160,30 +172,46 @@ class BatchRunner:
                 max_seq = int(row["value"])
         client = await self._redis(settings)
         forwarded = await index.members_for_judgement(
-            connection, client, senders, max_seq=max_seq, ttl=settings.out_sms_cache_ttl)
-        ledger = BatchLedger.load(senders, counts=counts, blacklisted=blacklisted,
-                                  forwarded=forwarded)
+            connection, client, senders, max_seq=max_seq, ttl=settings.out_sms_cache_ttl
+        )
+        ledger = BatchLedger.load(
+            senders, counts=counts, blacklisted=blacklisted, forwarded=forwarded
+        )
 
         batch_id = uuid4()
-        verdicts = judge_batch(batch, checks=self.checks, settings=settings,
-                               secrets=self.secrets, ledger=ledger, batch_id=batch_id,
-                               trace_runs=self.tracing)
+        verdicts = judge_batch(
+            batch,
+            checks=self.checks,
+            settings=settings,
+            secrets=self.secrets,
+            ledger=ledger,
+            batch_id=batch_id,
+            trace_runs=self.tracing,
+        )
         new_checkpoint = batch[-1].uuid if kind == "batch" else None
         write_started = time.time_ns()
         written = await connection.fetchrow(
             sql.write_statement(self._columns),
-            *self._write_parameters(verdicts, ledger, batch_id, new_checkpoint))
+            *self._write_parameters(verdicts, ledger, batch_id, new_checkpoint),
+        )
         write_ns = (write_started, time.time_ns())
         assert written is not None
         if written["judged"] != len(verdicts):
             raise DoubleJudgementError(
                 f"batch {batch_id}: {len(verdicts) - written['judged']} of {len(verdicts)} SMS "
-                "already had a final result; rolled back")
+                "already had a final result; rolled back"
+            )
         new_seq = max(max_seq, int(written["max_seq"]))
         forwarded_senders = [v.sms.sender_number for v in verdicts if v.forwarded]
         requeued = sum(1 for row in rows if kind == "sweep" and row["requeued"])
-        outcome = BatchOutcome(kind, settings, batch_id, verdicts, requeued=requeued,
-                               forwarded_senders=forwarded_senders)
+        outcome = BatchOutcome(
+            kind,
+            settings,
+            batch_id,
+            verdicts,
+            requeued=requeued,
+            forwarded_senders=forwarded_senders,
+        )
         return outcome, write_ns, (max_seq, new_seq)
 
     def _write_parameters(
@@ -196,8 +224,10 @@ class BatchRunner:
         forwarded = [v.sms for v in verdicts if v.forwarded]
         return [
             [v.sms.uuid for v in verdicts],
-            *([int(v.results.get(name, CheckResult.NOT_RUN)) for v in verdicts]
-              for name in self._columns),
+            *(
+                [int(v.results.get(name, CheckResult.NOT_RUN)) for v in verdicts]
+                for name in self._columns
+            ),
             [v.overall_status.value for v in verdicts],
             [v.started_at for v in verdicts],
             [v.completed_at for v in verdicts],
@@ -225,13 +255,18 @@ class BatchRunner:
         try:
             client = await self._redis(settings)
             reply = await index.write_through(
-                client, outcome.forwarded_senders, previous_seq=previous_seq, new_seq=new_seq,
-                ttl=settings.out_sms_cache_ttl)
+                client,
+                outcome.forwarded_senders,
+                previous_seq=previous_seq,
+                new_seq=new_seq,
+                ttl=settings.out_sms_cache_ttl,
+            )
         except TRANSIENT_REDIS_ERRORS as exc:
             reply = None
-            logger.warning("write-through to redis failed; the next batch catches up",
-                           extra={"batch_id": str(outcome.batch_id),
-                                  "error": type(exc).__name__})
+            logger.warning(
+                "write-through to redis failed; the next batch catches up",
+                extra={"batch_id": str(outcome.batch_id), "error": type(exc).__name__},
+            )
         if reply is None or reply < 0:
             index.WRITE_THROUGH_FAILURES.inc()
         return started, time.time_ns()
@@ -248,17 +283,22 @@ class BatchRunner:
         pauses rather than mark every SMS `error` (logged once per distinct set of problems)."""
         problems: list[str] = []
         if not checkpoint_locked:
-            problems.append("system_settings has no last_processed_uuid row, the lock that "
-                            "serialises batches; restore it (all zeros is safe)")
+            problems.append(
+                "system_settings has no last_processed_uuid row, the lock that "
+                "serialises batches; restore it (all zeros is safe)"
+            )
         enabled = [step.name for step in plan(self.checks, settings) if step.enabled]
         problems.extend(
-            configuration_problems(settings, self.secrets, enabled, registry=self.checks))
+            configuration_problems(settings, self.secrets, enabled, registry=self.checks)
+        )
         found = tuple(problems)
         if found != self._reported_problems:
             self._reported_problems = found
             if found:
-                logger.error("checks cannot run with this configuration; claiming no batch",
-                             extra={"problems": list(found)})
+                logger.error(
+                    "checks cannot run with this configuration; claiming no batch",
+                    extra={"problems": list(found)},
+                )
             else:
                 logger.info("check configuration usable again")
         metrics.PAUSED.labels("configuration").set(1 if found else 0)
@@ -276,5 +316,8 @@ class BatchRunner:
             missed = outcome.size - outcome.requeued
             if missed:
                 metrics.SWEEPER_FOUND.labels("missed").inc(missed)
-                logger.error("sweeper found committed SMS below the checkpoint without a "
-                             "result, processed them", extra={"count": missed})
+                logger.error(
+                    "sweeper found committed SMS below the checkpoint without a "
+                    "result, processed them",
+                    extra={"count": missed},
+                )

@@ -16,9 +16,11 @@ class ValidatorConfig(BootstrapConfig):
     default_http_port: ClassVar[int] = 8081
 
     hash_key: SecretStr | None = Field(
-        None, description="HMAC key of the hash check (UTF-8 text; its bytes are the key)")
+        None, description="HMAC key of the hash check (UTF-8 text; its bytes are the key)"
+    )
     mobile_aes_key: SecretStr | None = Field(
-        None, description="AES-256-GCM key of the mobile check: 64 hex digits")
+        None, description="AES-256-GCM key of the mobile check: 64 hex digits"
+    )
 
     @field_validator("mobile_aes_key")
     @classmethod
@@ -35,8 +37,12 @@ class ValidatorConfig(BootstrapConfig):
 
     def check_secrets(self) -> CheckSecrets:
         return CheckSecrets(
-            hash_key=(self.hash_key.get_secret_value().encode()
-                      if self.hash_key is not None else None),
-            mobile_aes_key=(bytes.fromhex(self.mobile_aes_key.get_secret_value())
-                            if self.mobile_aes_key is not None else None),
+            hash_key=(
+                self.hash_key.get_secret_value().encode() if self.hash_key is not None else None
+            ),
+            mobile_aes_key=(
+                bytes.fromhex(self.mobile_aes_key.get_secret_value())
+                if self.mobile_aes_key is not None
+                else None
+            ),
         )

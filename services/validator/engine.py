@@ -42,7 +42,10 @@ from sms_gateway.settings import SettingsStore
 logger = logging.getLogger(__name__)
 
 TRANSIENT: Final[tuple[type[BaseException], ...]] = (
-    *TRANSIENT_DB_ERRORS, *TRANSIENT_REDIS_ERRORS, IndexIncompleteError)
+    *TRANSIENT_DB_ERRORS,
+    *TRANSIENT_REDIS_ERRORS,
+    IndexIncompleteError,
+)
 BACKLOG_CAP: Final = 1_000_000
 
 
@@ -63,8 +66,15 @@ class Engine:
         self.pool = pool
         self.store = SettingsStore(known_checks=checks)
         self.runner = BatchRunner(
-            pool, redis_link, checks, secrets, self.store, settle_margin=settle_margin,
-            sweep_window=sweep_window, tracing=tracing)
+            pool,
+            redis_link,
+            checks,
+            secrets,
+            self.store,
+            settle_margin=settle_margin,
+            sweep_window=sweep_window,
+            tracing=tracing,
+        )
         self.poll_interval = poll_interval
         self.sweep_interval = sweep_interval
         self._stopping = asyncio.Event()
@@ -100,8 +110,10 @@ class Engine:
             except TRANSIENT as exc:
                 delay = backoff_delay(attempt)
                 attempt = min(attempt + 1, 10)
-                logger.warning("cannot start yet, retrying", extra={
-                    "error": type(exc).__name__, "delay_s": round(delay, 3)})
+                logger.warning(
+                    "cannot start yet, retrying",
+                    extra={"error": type(exc).__name__, "delay_s": round(delay, 3)},
+                )
                 await self._sleep(delay)
                 continue
             self._started.set()
@@ -119,8 +131,9 @@ class Engine:
             wanted = self.store.current.parallel_workers
             while len(self._workers) < wanted:
                 number = len(self._workers)
-                self._workers.append(group.create_task(
-                    self._work(number), name=f"validator-worker-{number}"))
+                self._workers.append(
+                    group.create_task(self._work(number), name=f"validator-worker-{number}")
+                )
             await self._sleep(self.poll_interval * 5)
 
     async def _work(self, number: int) -> None:
@@ -142,12 +155,18 @@ class Engine:
         retries = self.store.current.max_database_retries
         try:
             outcome = await retry_transient(
-                f"validator {kind}", lambda: self.runner.run(kind),
-                retries=retries, transient=TRANSIENT)
+                f"validator {kind}",
+                lambda: self.runner.run(kind),
+                retries=retries,
+                transient=TRANSIENT,
+            )
         except RetriesExhaustedError as exc:
             metrics.BATCH_FAILURES.labels(kind).inc()
-            logger.error("%s failed after retries; retrying later", kind,  # noqa: TRY400
-                         extra={"error": str(exc), "cause": type(exc.__cause__).__name__})
+            logger.error(
+                "%s failed after retries; retrying later",
+                kind,  # noqa: TRY400
+                extra={"error": str(exc), "cause": type(exc.__cause__).__name__},
+            )
             await self._sleep(backoff_delay(retries + 2, cap=10.0) + 1.0)
             return None
         metrics.PAUSED.labels("maintenance").set(1 if outcome.paused == "maintenance" else 0)
@@ -160,8 +179,11 @@ class Engine:
             if self._stopping.is_set():
                 return
             outcome = await self._attempt("sweep")
-            while (outcome is not None and not self._stopping.is_set()
-                   and outcome.size == outcome.settings.batch_size):
+            while (
+                outcome is not None
+                and not self._stopping.is_set()
+                and outcome.size == outcome.settings.batch_size
+            ):
                 outcome = await self._attempt("sweep")
             await self._keep_index()
             await self._measure_backlog()
@@ -169,12 +191,16 @@ class Engine:
     async def _keep_index(self) -> None:
         """Repair the Redis index even when no SMS arrives, and renew its TTL (SPEC §5.4)."""
         try:
-            await retry_transient("validator index", self.runner.warm_up,
-                                  retries=self.store.current.max_database_retries,
-                                  transient=TRANSIENT)
+            await retry_transient(
+                "validator index",
+                self.runner.warm_up,
+                retries=self.store.current.max_database_retries,
+                transient=TRANSIENT,
+            )
         except RetriesExhaustedError as exc:
-            logger.warning("cannot check the redis index; the next batch will",
-                           extra={"error": str(exc)})
+            logger.warning(
+                "cannot check the redis index; the next batch will", extra={"error": str(exc)}
+            )
 
     async def _measure_backlog(self) -> None:
         # The checkpoint as the last batch read it (a bad stored value was refused there).

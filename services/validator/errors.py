@@ -1,10 +1,10 @@
 """The validator's exceptions.
 
-    GatewayError
-    └── ValidatorError
-        ├── HorizonUnsafeError      the role cannot see other sessions' transactions
-        ├── DoubleJudgementError    a batch tried to judge an SMS that already has a final row
-        └── IndexIncompleteError    the Redis set changed under a repair (transient: retried)
+GatewayError
+└── ValidatorError
+    ├── HorizonUnsafeError      the role cannot see other sessions' transactions
+    ├── DoubleJudgementError    a batch tried to judge an SMS that already has a final row
+    └── IndexIncompleteError    the Redis set changed under a repair (transient: retried)
 """
 
 from __future__ import annotations

@@ -83,8 +83,11 @@ async def read_state(client: aioredis.Redis, senders: Sequence[str]) -> IndexSta
             pipe.smismember(SET_KEY, list(senders))
         replies: list[Any] = await pipe.execute()
     marker = int(replies[0]) if replies[0] is not None else None
-    members = (frozenset(s for s, is_member in zip(senders, replies[2], strict=True) if is_member)
-               if senders else frozenset())
+    members = (
+        frozenset(s for s, is_member in zip(senders, replies[2], strict=True) if is_member)
+        if senders
+        else frozenset()
+    )
     return IndexState(marker, bool(replies[1]), members)
 
 
@@ -105,21 +108,26 @@ async def members_for_judgement(
     elif state.marker is not None and state.marker < max_seq:
         added = await _catch_up(connection, client, after=state.marker, upto=max_seq, ttl=ttl)
         INDEX_REPAIRS.labels(kind="catch_up").inc()
-        logger.info("redis index was behind out_sms, caught up",
-                       extra={"from_seq": state.marker, "to_seq": max_seq, "senders": added})
+        logger.info(
+            "redis index was behind out_sms, caught up",
+            extra={"from_seq": state.marker, "to_seq": max_seq, "senders": added},
+        )
         state = await read_state(client, senders)
     if state.marker != max_seq or _must_rebuild(state, max_seq):
         # Something changed Redis under us (a flush between the repair and the read): the batch
         # is retried rather than judged from a set that is not known to be complete.
         raise IndexIncompleteError(
-            f"out_sms_numbers is not complete (marker {state.marker}, out_sms at {max_seq})")
+            f"out_sms_numbers is not complete (marker {state.marker}, out_sms at {max_seq})"
+        )
     return state.members
 
 
 def _must_rebuild(state: IndexState, max_seq: int) -> bool:
-    return (state.marker is None
-            or state.marker > max_seq
-            or (state.marker > 0 and not state.set_exists))
+    return (
+        state.marker is None
+        or state.marker > max_seq
+        or (state.marker > 0 and not state.set_exists)
+    )
 
 
 async def rebuild(
@@ -151,8 +159,7 @@ async def rebuild(
         await pipe.execute()
     INDEX_REPAIRS.labels(kind="rebuild").inc()
     INDEX_SIZE.set(total)
-    logger.warning("redis index rebuilt from out_sms",
-                   extra={"senders": total, "to_seq": max_seq})
+    logger.warning("redis index rebuilt from out_sms", extra={"senders": total, "to_seq": max_seq})
     return total
 
 
@@ -165,8 +172,13 @@ async def _catch_up(
         if not rows:  # seq values are never reused, but rolled-back inserts leave holes
             break
         last = int(rows[-1]["seq"])
-        await write_through(client, [row["sender_number"] for row in rows],
-                            previous_seq=after, new_seq=last, ttl=ttl)
+        await write_through(
+            client,
+            [row["sender_number"] for row in rows],
+            previous_seq=after,
+            new_seq=last,
+            ttl=ttl,
+        )
         added += len(rows)
         after = last
     if after < upto:
@@ -184,8 +196,10 @@ async def write_through(
 ) -> int:
     """Add the senders of out_sms rows (previous_seq, new_seq] and move the marker; renews the
     TTL. Returns SCARD, or a negative code when completeness could not be claimed."""
-    reply = await cast(Any, client.eval(
-        _WRITE_THROUGH, 2, SET_KEY, MARKER_KEY, previous_seq, new_seq, ttl, *senders))
+    reply = await cast(
+        Any,
+        client.eval(_WRITE_THROUGH, 2, SET_KEY, MARKER_KEY, previous_seq, new_seq, ttl, *senders),
+    )
     size = int(reply)
     if size >= 0:
         INDEX_SIZE.set(size)

@@ -12,27 +12,40 @@ from typing import Final
 from prometheus_client import Counter, Gauge, Histogram
 
 BATCHES: Final = Counter(
-    "sms_validator_batches_total", "Committed batches with at least one SMS.", ["kind"])
+    "sms_validator_batches_total", "Committed batches with at least one SMS.", ["kind"]
+)
 BATCH_SECONDS: Final = Histogram(
-    "sms_validator_batch_duration_seconds", "Time of a batch, from BEGIN to commit.", ["kind"],
-    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0))
-SMS_JUDGED: Final = Counter(
-    "sms_validator_sms_total", "SMS judged, by overall status.", ["status"])
+    "sms_validator_batch_duration_seconds",
+    "Time of a batch, from BEGIN to commit.",
+    ["kind"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+)
+SMS_JUDGED: Final = Counter("sms_validator_sms_total", "SMS judged, by overall status.", ["status"])
 CHECK_RESULTS: Final = Counter(
-    "sms_validator_check_results_total", "Check results written to sms_monitor.",
-    ["check", "result"])
+    "sms_validator_check_results_total",
+    "Check results written to sms_monitor.",
+    ["check", "result"],
+)
 BACKLOG_SIZE: Final = Gauge(
-    "sms_validator_backlog_sms", "input_sms rows after the checkpoint (counted up to a cap).")
+    "sms_validator_backlog_sms", "input_sms rows after the checkpoint (counted up to a cap)."
+)
 BACKLOG_AGE: Final = Gauge(
     "sms_validator_backlog_age_seconds",
-    "Age of the oldest input_sms row after the checkpoint (0 when there is none).")
+    "Age of the oldest input_sms row after the checkpoint (0 when there is none).",
+)
 SWEEPER_FOUND: Final = Counter(
     "sms_validator_sweeper_found_total",
     "SMS the sweeper processed: 'missed' (committed below the checkpoint without a result; "
-    "should stay at zero) or 'requeued' (an operator's requeue).", ["reason"])
+    "should stay at zero) or 'requeued' (an operator's requeue).",
+    ["reason"],
+)
 BATCH_FAILURES: Final = Counter(
     "sms_validator_batch_failures_total",
-    "Batches given up after every retry of a transient fault (retried later).", ["kind"])
+    "Batches given up after every retry of a transient fault (retried later).",
+    ["kind"],
+)
 PAUSED: Final = Gauge(
     "sms_validator_paused",
-    "1 while the engine claims no batch, by reason (maintenance, configuration).", ["reason"])
+    "1 while the engine claims no batch, by reason (maintenance, configuration).",
+    ["reason"],
+)

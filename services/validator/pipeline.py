@@ -108,17 +108,28 @@ def judge_batch(
             ledger.begin_sms()
             try:
                 verdict = _judge_once(
-                    sms, planned=planned, settings=settings, secrets=secrets, parts=parts,
-                    ledger=ledger, started_at=started_at, retries=attempt - 1,
-                    trace_runs=trace_runs)
+                    sms,
+                    planned=planned,
+                    settings=settings,
+                    secrets=secrets,
+                    parts=parts,
+                    ledger=ledger,
+                    started_at=started_at,
+                    retries=attempt - 1,
+                    trace_runs=trace_runs,
+                )
             except CheckRaisedError as exc:
                 ledger.rollback_sms()
                 raised = exc
                 logger.warning(
                     "check raised, SMS left unchanged",
                     exc_info=exc.cause,
-                    extra={"sms_uuid": str(sms.uuid), "batch_id": str(batch_id),
-                           "check": exc.check, "attempt": attempt},
+                    extra={
+                        "sms_uuid": str(sms.uuid),
+                        "batch_id": str(batch_id),
+                        "check": exc.check,
+                        "attempt": attempt,
+                    },
                 )
                 continue
             if verdict.forwarded:
@@ -130,14 +141,24 @@ def judge_batch(
             assert raised is not None
             logger.error(
                 "check raised on every attempt, SMS marked error",
-                extra={"sms_uuid": str(sms.uuid), "batch_id": str(batch_id),
-                       "check": raised.check, "attempts": attempts},
+                extra={
+                    "sms_uuid": str(sms.uuid),
+                    "batch_id": str(batch_id),
+                    "check": raised.check,
+                    "attempts": attempts,
+                },
             )
-            verdicts.append(Verdict(
-                sms=sms, results=_NO_RESULTS, overall_status=OverallStatus.ERROR,
-                failed_at_check=raised.check, retry_count=attempts, started_at=started_at,
-                completed_at=datetime.now(UTC),
-            ))
+            verdicts.append(
+                Verdict(
+                    sms=sms,
+                    results=_NO_RESULTS,
+                    overall_status=OverallStatus.ERROR,
+                    failed_at_check=raised.check,
+                    retry_count=attempts,
+                    started_at=started_at,
+                    completed_at=datetime.now(UTC),
+                )
+            )
     return verdicts
 
 
@@ -156,8 +177,9 @@ def _judge_once(
     results: dict[str, CheckResult] = {}
     runs: list[CheckRun] = []
     failed_at: str | None = None
-    context = CheckContext(settings=settings, secrets=secrets, parts=parts,
-                           now=datetime.now(UTC), ledger=ledger)
+    context = CheckContext(
+        settings=settings, secrets=secrets, parts=parts, now=datetime.now(UTC), ledger=ledger
+    )
     for step in planned:
         started_ns = time.time_ns() if trace_runs else 0
         if step.enabled:
@@ -180,6 +202,13 @@ def _judge_once(
         status = OverallStatus.VALID
     else:
         status = OverallStatus.SKIPPED
-    return Verdict(sms=sms, results=results, overall_status=status, failed_at_check=failed_at,
-                   retry_count=retries, started_at=started_at, completed_at=datetime.now(UTC),
-                   runs=tuple(runs))
+    return Verdict(
+        sms=sms,
+        results=results,
+        overall_status=status,
+        failed_at_check=failed_at,
+        retry_count=retries,
+        started_at=started_at,
+        completed_at=datetime.now(UTC),
+        runs=tuple(runs),
+    )

@@ -159,18 +159,44 @@ def write_statement(check_names: Sequence[str]) -> str:
         return f"${p + offset}::{type_}"
 
     monitor_columns = ", ".join(
-        ["uuid", *columns, "overall_status", "processing_started_at",
-         "processing_completed_at", "failed_at_check", "batch_id", "retry_count"])
+        [
+            "uuid",
+            *columns,
+            "overall_status",
+            "processing_started_at",
+            "processing_completed_at",
+            "failed_at_check",
+            "batch_id",
+            "retry_count",
+        ]
+    )
     monitor_arrays = ", ".join(
-        ["$1::uuid[]", *check_params, param(0, "text[]"), param(1, "timestamptz[]"),
-         param(2, "timestamptz[]"), param(3, "text[]"), param(4, "uuid[]"), param(5, "int[]")])
+        [
+            "$1::uuid[]",
+            *check_params,
+            param(0, "text[]"),
+            param(1, "timestamptz[]"),
+            param(2, "timestamptz[]"),
+            param(3, "text[]"),
+            param(4, "uuid[]"),
+            param(5, "int[]"),
+        ]
+    )
     replaced = ", ".join(
         [f"{c} = EXCLUDED.{c}" for c in columns]
-        + [f"{c} = EXCLUDED.{c}" for c in (
-            "overall_status", "processing_started_at", "processing_completed_at",
-            "failed_at_check", "batch_id")]
+        + [
+            f"{c} = EXCLUDED.{c}"
+            for c in (
+                "overall_status",
+                "processing_started_at",
+                "processing_completed_at",
+                "failed_at_check",
+                "batch_id",
+            )
+        ]
         # A requeued SMS keeps the attempts it spent before (contracts §6).
-        + ["retry_count = m.retry_count + EXCLUDED.retry_count"])
+        + ["retry_count = m.retry_count + EXCLUDED.retry_count"]
+    )
     # Only identifiers checked above are formatted in; every value is a bound parameter.
     return f"""
 WITH judged AS (

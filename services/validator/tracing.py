@@ -39,18 +39,26 @@ def emit_spans(
             "sms.validate",
             context=sms_trace_context(sms.uuid),
             start_time=_ns(verdict.started_at),
-            attributes={"sms.uuid": str(sms.uuid), "sms.batch_id": str(batch_id),
-                        "sms.overall_status": verdict.overall_status.value,
-                        "sms.retry_count": verdict.retry_count,
-                        **({"sms.failed_at_check": verdict.failed_at_check}
-                           if verdict.failed_at_check else {})},
+            attributes={
+                "sms.uuid": str(sms.uuid),
+                "sms.batch_id": str(batch_id),
+                "sms.overall_status": verdict.overall_status.value,
+                "sms.retry_count": verdict.retry_count,
+                **(
+                    {"sms.failed_at_check": verdict.failed_at_check}
+                    if verdict.failed_at_check
+                    else {}
+                ),
+            },
         )
         parent = trace.set_span_in_context(root)
         for run in verdict.runs:
-            span = tracer.start_span(f"check.{run.check}", context=parent,
-                                     start_time=run.started_ns,
-                                     attributes={"sms.check": run.check,
-                                                 "sms.check.result": int(run.result)})
+            span = tracer.start_span(
+                f"check.{run.check}",
+                context=parent,
+                start_time=run.started_ns,
+                attributes={"sms.check": run.check, "sms.check.result": int(run.result)},
+            )
             span.end(end_time=run.ended_ns)
         if verdict.forwarded:
             span = tracer.start_span("out_sms.insert", context=parent, start_time=write_ns[0])
@@ -58,5 +66,9 @@ def emit_spans(
             if redis_ns is not None:
                 span = tracer.start_span("redis.write", context=parent, start_time=redis_ns[0])
                 span.end(end_time=redis_ns[1])
-        root.end(end_time=max(_ns(verdict.completed_at), redis_ns[1] if (
-            redis_ns and verdict.forwarded) else write_ns[1]))
+        root.end(
+            end_time=max(
+                _ns(verdict.completed_at),
+                redis_ns[1] if (redis_ns and verdict.forwarded) else write_ns[1],
+            )
+        )

@@ -71,8 +71,9 @@ async def admin(admin_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     app = admin_app
     async with (
         app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
-                          base_url="http://admin.test") as client,
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://admin.test"
+        ) as client,
     ):
         yield client
 
@@ -116,7 +117,9 @@ async def insert_sms(
         sms_uuid: UUID = await connection.fetchval(
             "INSERT INTO input_sms (sender_number, sms_message, received_timestamp) "
             "VALUES ($1, $2, now() - interval '2 seconds') RETURNING uuid",
-            sender_number, sms_message)
+            sender_number,
+            sms_message,
+        )
         if overall_status is not None:
             codes = [(results or {}).get(name, 0) for name in CHECK_COLUMNS]
             await connection.execute(
@@ -127,11 +130,18 @@ async def insert_sms(
                 "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, "
                 "now() - make_interval(secs => $12), "
                 "now() - make_interval(secs => $12) + interval '25 milliseconds')",
-                sms_uuid, *codes, overall_status, failed_at_check, retry_count,
-                uuid4(), processed_ago_seconds)
+                sms_uuid,
+                *codes,
+                overall_status,
+                failed_at_check,
+                retry_count,
+                uuid4(),
+                processed_ago_seconds,
+            )
         if forwarded:
             await connection.execute(
                 "INSERT INTO out_sms (uuid, sender_number, sms_message) "
                 "SELECT uuid, sender_number, sms_message FROM input_sms WHERE uuid = $1",
-                sms_uuid)
+                sms_uuid,
+            )
     return sms_uuid

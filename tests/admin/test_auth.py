@@ -17,13 +17,19 @@ from sms_gateway.logging import JsonFormatter, TextFormatter
 from tests.admin.conftest import Operators, audit_rows, stored_settings
 
 EXAMPLE_PARAMETERS = {
-    "{key}": "batch_size", "{sms_uuid}": str(uuid4()), "{sender_number}": "447700900123"}
+    "{key}": "batch_size",
+    "{sms_uuid}": str(uuid4()),
+    "{sender_number}": "447700900123",
+}
 
 
 def api_endpoints(app: FastAPI) -> set[tuple[str, str]]:
     """(method, path template) of every operation the app documents."""
-    return {(method.upper(), path)
-            for path, operations in app.openapi()["paths"].items() for method in operations}
+    return {
+        (method.upper(), path)
+        for path, operations in app.openapi()["paths"].items()
+        for method in operations
+    }
 
 
 def protected_endpoints(app: FastAPI) -> list[tuple[str, str]]:
@@ -42,22 +48,30 @@ def protected_endpoints(app: FastAPI) -> list[tuple[str, str]]:
 def test_the_api_is_what_spec_7_lists(admin_app: FastAPI) -> None:
     paths = api_endpoints(admin_app)
     assert {
-        ("GET", "/settings"), ("GET", "/settings/{key}"), ("PUT", "/settings/{key}"),
-        ("GET", "/settings/audit"), ("GET", "/sms/{sms_uuid}"),
-        ("POST", "/sms/{sms_uuid}/requeue"), ("GET", "/blacklist"),
-        ("DELETE", "/blacklist/{sender_number}"), ("GET", "/stats"),
+        ("GET", "/settings"),
+        ("GET", "/settings/{key}"),
+        ("PUT", "/settings/{key}"),
+        ("GET", "/settings/audit"),
+        ("GET", "/sms/{sms_uuid}"),
+        ("POST", "/sms/{sms_uuid}/requeue"),
+        ("GET", "/blacklist"),
+        ("DELETE", "/blacklist/{sender_number}"),
+        ("GET", "/stats"),
     } <= paths
 
 
 async def test_every_endpoint_refuses_a_missing_or_wrong_token(
-    admin_app: FastAPI, admin: httpx.AsyncClient, operators: Operators,
+    admin_app: FastAPI,
+    admin: httpx.AsyncClient,
+    operators: Operators,
     owner_pool: asyncpg.Pool,
 ) -> None:
     settings_before = await stored_settings(owner_pool)
     endpoints = protected_endpoints(admin_app)
     assert len(endpoints) >= 9
     near_miss = operators.tokens["operator"][:-1] + (
-        "A" if operators.tokens["operator"][-1] != "A" else "B")
+        "A" if operators.tokens["operator"][-1] != "A" else "B"
+    )
     refusals = {
         "missing": {},
         "empty": {"Authorization": "Bearer "},
@@ -120,15 +134,19 @@ async def test_no_token_ever_reaches_a_log_line(
         await admin.get("/stats", headers={"Authorization": f"Bearer {near_miss}"})
         await admin.get("/stats", headers={"Authorization": f"Basic {wrong}"})
         for value, name in enumerate(operators.tokens, start=42):
-            response = await admin.put("/settings/batch_size", json={"value": value},
-                                       headers=operators.header(name))
+            response = await admin.put(
+                "/settings/batch_size", json={"value": value}, headers=operators.header(name)
+            )
             assert response.status_code == 200
-        await admin.put("/settings/batch_size", json={"value": "bad"},
-                        headers=operators.header())
+        await admin.put("/settings/batch_size", json={"value": "bad"}, headers=operators.header())
 
     refusals = [r for r in caplog.records if r.getMessage().startswith("refused an admin request")]
     assert [getattr(r, "reason", None) for r in refusals] == [
-        "missing", "unknown", "unknown", "malformed"]
+        "missing",
+        "unknown",
+        "unknown",
+        "malformed",
+    ]
     changes = [r for r in caplog.records if r.getMessage() == "setting changed"]
     assert [getattr(r, "changed_by", None) for r in changes] == ["operator", "rotated"]
 

@@ -19,8 +19,13 @@ PASS, FAIL, SKIPPED, NOT_RUN = 1, 2, 3, 0
 async def test_a_valid_sms_shows_every_check_and_its_out_sms_row(
     authed: httpx.AsyncClient, owner_pool: asyncpg.Pool
 ) -> None:
-    sms_uuid = await insert_sms(owner_pool, "447700900123", overall_status="valid",
-                                results=dict.fromkeys(REGISTRY, PASS), forwarded=True)
+    sms_uuid = await insert_sms(
+        owner_pool,
+        "447700900123",
+        overall_status="valid",
+        results=dict.fromkeys(REGISTRY, PASS),
+        forwarded=True,
+    )
     response = await authed.get(f"/sms/{sms_uuid}")
     assert response.status_code == 200, response.text
     body = response.json()
@@ -31,7 +36,8 @@ async def test_a_valid_sms_shows_every_check_and_its_out_sms_row(
     assert body["input"]["sender_number"] == "447700900123"
     assert body["input"]["source"] == "api"
     assert [(c["name"], c["code"], c["result"]) for c in body["checks"]] == [
-        (name, PASS, "pass") for name in REGISTRY]
+        (name, PASS, "pass") for name in REGISTRY
+    ]
     assert body["out_sms"]["sender_number"] == "447700900123"
     assert body["out_sms"]["validation_status"] == "valid"
     assert body["processing_ms"] == 25.0
@@ -42,8 +48,13 @@ async def test_an_invalid_sms_names_the_failed_check(
     authed: httpx.AsyncClient, owner_pool: asyncpg.Pool
 ) -> None:
     sms_uuid = await insert_sms(
-        owner_pool, "447700900124", "acme nothing", overall_status="invalid",
-        results={"blacklist": PASS, "duplicate": PASS, "header": FAIL}, failed_at_check="header")
+        owner_pool,
+        "447700900124",
+        "acme nothing",
+        overall_status="invalid",
+        results={"blacklist": PASS, "duplicate": PASS, "header": FAIL},
+        failed_at_check="header",
+    )
     body = (await authed.get(f"/sms/{sms_uuid}")).json()
     assert body["overall_status"] == "invalid"
     assert body["failed_at_check"] == "header"
@@ -54,8 +65,12 @@ async def test_an_invalid_sms_names_the_failed_check(
 
 
 async def test_a_skipped_sms(authed: httpx.AsyncClient, owner_pool: asyncpg.Pool) -> None:
-    sms_uuid = await insert_sms(owner_pool, "447700900125", overall_status="skipped",
-                                results=dict.fromkeys(REGISTRY, SKIPPED))
+    sms_uuid = await insert_sms(
+        owner_pool,
+        "447700900125",
+        overall_status="skipped",
+        results=dict.fromkeys(REGISTRY, SKIPPED),
+    )
     body = (await authed.get(f"/sms/{sms_uuid}")).json()
     assert body["overall_status"] == "skipped"
     assert {c["result"] for c in body["checks"]} == {"skipped"}
@@ -94,15 +109,18 @@ async def test_requeue_resets_an_sms_in_error(
     authed: httpx.AsyncClient, owner_pool: asyncpg.Pool
 ) -> None:
     sms_uuid = await insert_sms(
-        owner_pool, "447700900127", overall_status="error",
+        owner_pool,
+        "447700900127",
+        overall_status="error",
         results={"blacklist": PASS, "duplicate": PASS, "header": PASS, "hash_length": PASS},
-        failed_at_check="mobile", retry_count=3)
+        failed_at_check="mobile",
+        retry_count=3,
+    )
 
     response = await authed.post(f"/sms/{sms_uuid}/requeue")
 
     assert response.status_code == 200, response.text
-    assert response.json() == {"uuid": str(sms_uuid), "overall_status": "pending",
-                               "retry_count": 3}
+    assert response.json() == {"uuid": str(sms_uuid), "overall_status": "pending", "retry_count": 3}
     row = await monitor_row(owner_pool, sms_uuid)
     assert row["overall_status"] == "pending"
     assert [row[f"{name}_check"] for name in REGISTRY] == [0] * len(REGISTRY)
@@ -139,17 +157,21 @@ async def blacklist_senders(pool: asyncpg.Pool, counts: dict[str, int]) -> None:
     async with pool.acquire() as connection, connection.transaction():
         await connection.executemany(
             "INSERT INTO blacklist_sms (sender_number, message_count) VALUES ($1, $2)",
-            counts.items())
+            counts.items(),
+        )
         await connection.executemany(
-            "INSERT INTO count_sms (sender_number, message_count) VALUES ($1, $2)",
-            counts.items())
+            "INSERT INTO count_sms (sender_number, message_count) VALUES ($1, $2)", counts.items()
+        )
 
 
 async def test_the_blacklist_pages_in_order_and_filters_by_prefix(
     authed: httpx.AsyncClient, owner_pool: asyncpg.Pool
 ) -> None:
     senders = {f"4477009{n:05d}": 11 + n for n in range(7)} | {
-        "33612345678": 12, "Google": 11, "44_odd": 11}
+        "33612345678": 12,
+        "Google": 11,
+        "44_odd": 11,
+    }
     await blacklist_senders(owner_pool, senders)
 
     seen: list[str] = []
@@ -167,7 +189,8 @@ async def test_the_blacklist_pages_in_order_and_filters_by_prefix(
 
     page = (await authed.get("/blacklist", params={"sender_prefix": "447700"})).json()
     assert [e["sender_number"] for e in page["entries"]] == sorted(
-        s for s in senders if s.startswith("447700"))
+        s for s in senders if s.startswith("447700")
+    )
     assert page["entries"][0]["current_count"] == 11
     # The prefix is normalised as senders are: an operator may type it as a phone shows it.
     typed = (await authed.get("/blacklist", params={"sender_prefix": "+44 (7700)"})).json()
@@ -181,8 +204,9 @@ async def test_the_blacklist_pages_in_order_and_filters_by_prefix(
     assert (await authed.get("/blacklist", params={"limit": 0})).status_code == 422
 
 
-def judge_with_blacklist_check(counts: dict[str, int], blacklisted: set[str],
-                               sender_number: str) -> CheckResult:
+def judge_with_blacklist_check(
+    counts: dict[str, int], blacklisted: set[str], sender_number: str
+) -> CheckResult:
     """Run the registry's blacklist check on one SMS with a ledger as the tables say."""
 
     class TableLedger:
@@ -202,17 +226,20 @@ def judge_with_blacklist_check(counts: dict[str, int], blacklisted: set[str],
     now = datetime.now(UTC)
     message = "ACME 0123456789abcdef +447700900123"
     sms = IncomingSms(uuid4(), sender_number, message, now, now)
-    context = CheckContext(DEFAULTS, CheckSecrets(), MessageParts.parse(message, " "), now,
-                           TableLedger())
+    context = CheckContext(
+        DEFAULTS, CheckSecrets(), MessageParts.parse(message, " "), now, TableLedger()
+    )
     return REGISTRY["blacklist"](sms, context)
 
 
 async def sender_state(pool: asyncpg.Pool, sender: str) -> tuple[dict[str, int], set[str]]:
     async with pool.acquire() as connection, connection.transaction():
         count = await connection.fetchval(
-            "SELECT message_count FROM count_sms WHERE sender_number = $1", sender)
+            "SELECT message_count FROM count_sms WHERE sender_number = $1", sender
+        )
         listed = await connection.fetchval(
-            "SELECT true FROM blacklist_sms WHERE sender_number = $1", sender)
+            "SELECT true FROM blacklist_sms WHERE sender_number = $1", sender
+        )
     return ({sender: count} if count is not None else {}), ({sender} if listed else set())
 
 
@@ -221,8 +248,10 @@ async def test_removal_resets_the_count_and_the_sender_passes_again(
 ) -> None:
     sender = "447700900999"
     await blacklist_senders(owner_pool, {sender: 15, "447700900998": 12})
-    assert judge_with_blacklist_check(*await sender_state(owner_pool, sender),
-                                      sender) is CheckResult.FAIL
+    assert (
+        judge_with_blacklist_check(*await sender_state(owner_pool, sender), sender)
+        is CheckResult.FAIL
+    )
 
     response = await authed.delete(f"/blacklist/{sender}")
 
@@ -236,7 +265,9 @@ async def test_removal_resets_the_count_and_the_sender_passes_again(
     assert judge_with_blacklist_check(counts, blacklisted, sender) is CheckResult.PASS
     # The other sender is untouched, and a second removal finds nothing.
     assert await sender_state(owner_pool, "447700900998") == (
-        {"447700900998": 12}, {"447700900998"})
+        {"447700900998": 12},
+        {"447700900998"},
+    )
     missing = await authed.delete(f"/blacklist/{sender}")
     assert missing.status_code == 404
     assert sender in missing.json()["detail"]
@@ -260,11 +291,13 @@ async def test_unknown_query_parameters_are_refused_naming_them(
     """A misspelt filter must not answer as if there were none (`prefix` is not
     `sender_prefix`: ignoring it would list the whole blacklist)."""
     await blacklist_senders(owner_pool, {"447700900999": 15})
-    for path, params in (("/blacklist", {"prefix": "33"}),
-                         ("/settings/audit", {"keys": "batch_size"}),
-                         ("/settings", {"key": "batch_size"}),
-                         ("/stats", {"window": "5"}),
-                         (f"/sms/{uuid4()}", {"verbose": "1"})):
+    for path, params in (
+        ("/blacklist", {"prefix": "33"}),
+        ("/settings/audit", {"keys": "batch_size"}),
+        ("/settings", {"key": "batch_size"}),
+        ("/stats", {"window": "5"}),
+        (f"/sms/{uuid4()}", {"verbose": "1"}),
+    ):
         response = await authed.get(path, params=params)
         assert response.status_code == 422, (path, response.text)
         [name] = params

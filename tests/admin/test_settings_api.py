@@ -74,8 +74,12 @@ async def test_a_good_value_is_stored_and_audited(
     assert body["setting"]["value"] == to_json(key, typed)
     assert (await stored_settings(owner_pool))[key] == encode_setting(key, typed)
     [audit] = await audit_rows(owner_pool)
-    assert (audit["setting_key"], audit["old_value"], audit["new_value"], audit["changed_by"]) \
-        == (key, before, encode_setting(key, typed), "operator")
+    assert (audit["setting_key"], audit["old_value"], audit["new_value"], audit["changed_by"]) == (
+        key,
+        before,
+        encode_setting(key, typed),
+        "operator",
+    )
     read_back = await authed.get(f"/settings/{key}")
     assert read_back.json()["value"] == to_json(key, typed)
     assert read_back.json()["updated_at"] is not None
@@ -102,8 +106,10 @@ async def test_a_bad_value_is_refused_naming_key_and_rule(
 async def test_check_names_are_checked_against_the_known_checks(
     authed: httpx.AsyncClient, owner_pool: asyncpg.Pool
 ) -> None:
-    for key, value in (("check_sequence", ["blacklist", "spam"]),
-                       ("check_enabled", {"blacklist": True, "spam": False})):
+    for key, value in (
+        ("check_sequence", ["blacklist", "spam"]),
+        ("check_enabled", {"blacklist": True, "spam": False}),
+    ):
         response = await authed.put(f"/settings/{key}", json={"value": value})
         assert response.status_code == 422
         assert "unknown check(s): spam" in response.json()["rule"]
@@ -114,8 +120,9 @@ async def test_the_checkpoint_is_read_only(
     authed: httpx.AsyncClient, owner_pool: asyncpg.Pool
 ) -> None:
     before = await stored_settings(owner_pool)
-    response = await authed.put("/settings/last_processed_uuid",
-                                json={"value": "01946b8e-7f3a-7c2e-8000-0001a2b3c4d5"})
+    response = await authed.put(
+        "/settings/last_processed_uuid", json={"value": "01946b8e-7f3a-7c2e-8000-0001a2b3c4d5"}
+    )
     assert response.status_code == 422
     assert response.json()["key"] == "last_processed_uuid"
     assert "read-only" in response.json()["rule"]
@@ -139,12 +146,17 @@ async def test_huge_and_non_finite_values_are_refused(
 ) -> None:
     """JSON numbers have no size limit; a setting does (the validator must be able to use it)."""
     before = await stored_settings(owner_pool)
-    bodies = [b'{"value": 100000000000000000000000000000}', b'{"value": 1e400}',
-              b'{"value": -1e400}', b'{"value": 3.5}']
+    bodies = [
+        b'{"value": 100000000000000000000000000000}',
+        b'{"value": 1e400}',
+        b'{"value": -1e400}',
+        b'{"value": 3.5}',
+    ]
     for key in ("validation_time_window", "blacklist_threshold", "out_sms_cache_ttl"):
         for body in bodies:
-            response = await authed.put(f"/settings/{key}", content=body,
-                                        headers={"Content-Type": "application/json"})
+            response = await authed.put(
+                f"/settings/{key}", content=body, headers={"Content-Type": "application/json"}
+            )
             assert response.status_code == 422, (key, body, response.text)
             assert response.json()["key"] == key
             assert setting_rule(key) in response.json()["rule"]
@@ -172,7 +184,8 @@ async def test_a_value_written_badly_by_hand_is_shown_as_such(
 ) -> None:
     async with owner_pool.acquire() as connection, connection.transaction():
         await connection.execute(
-            "UPDATE system_settings SET setting_value = 'fifty' WHERE setting_key = 'batch_size'")
+            "UPDATE system_settings SET setting_value = 'fifty' WHERE setting_key = 'batch_size'"
+        )
     shown = (await authed.get("/settings/batch_size")).json()
     assert shown["value"] == "fifty"
     assert setting_rule("batch_size") in shown["invalid"]
@@ -221,14 +234,18 @@ async def test_the_audit_records_each_token_name(
     admin: httpx.AsyncClient, operators: Operators, owner_pool: asyncpg.Pool
 ) -> None:
     """Two tokens live at once (rotation): each works, and each change names its own."""
-    first = await admin.put("/settings/batch_size", json={"value": 30},
-                            headers=operators.header("operator"))
-    second = await admin.put("/settings/batch_size", json={"value": 40},
-                             headers=operators.header("rotated"))
+    first = await admin.put(
+        "/settings/batch_size", json={"value": 30}, headers=operators.header("operator")
+    )
+    second = await admin.put(
+        "/settings/batch_size", json={"value": 40}, headers=operators.header("rotated")
+    )
     assert (first.status_code, second.status_code) == (200, 200)
     audits = await audit_rows(owner_pool)
     assert [(a["old_value"], a["new_value"], a["changed_by"]) for a in audits] == [
-        ("20", "30", "operator"), ("30", "40", "rotated")]
+        ("20", "30", "operator"),
+        ("30", "40", "rotated"),
+    ]
 
 
 async def test_the_audit_pages_newest_first_and_filters_by_key(
@@ -240,7 +257,9 @@ async def test_the_audit_pages_newest_first_and_filters_by_key(
 
     page = (await authed.get("/settings/audit", params={"limit": 2})).json()
     assert [(e["key"], e["new_value"]) for e in page["entries"]] == [
-        ("log_level", "ERROR"), ("batch_size", "25")]
+        ("log_level", "ERROR"),
+        ("batch_size", "25"),
+    ]
     seen: list[str] = []
     before_id = None
     while True:
@@ -261,7 +280,8 @@ async def test_concurrent_changes_lose_no_audit_row_and_record_true_old_values(
 ) -> None:
     values = list(range(100, 130))
     responses = await asyncio.gather(
-        *(authed.put("/settings/batch_size", json={"value": v}) for v in values))
+        *(authed.put("/settings/batch_size", json={"value": v}) for v in values)
+    )
     assert all(r.status_code == 200 for r in responses)
 
     audits = await audit_rows(owner_pool)

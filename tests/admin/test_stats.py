@@ -15,8 +15,10 @@ from sms_gateway.migrate import discover
 from tests.admin.conftest import insert_sms
 from tests.conftest import FreshDatabase
 
-COUNTED = "SELECT overall_status, sum(sms_count)::int FROM sms_status_counts GROUP BY 1 " \
-          "HAVING sum(sms_count) <> 0"
+COUNTED = (
+    "SELECT overall_status, sum(sms_count)::int FROM sms_status_counts GROUP BY 1 "
+    "HAVING sum(sms_count) <> 0"
+)
 GROUPED = "SELECT coalesce(overall_status, 'unset'), count(*)::int FROM sms_monitor GROUP BY 1"
 
 
@@ -31,7 +33,9 @@ async def set_checkpoint(pool: asyncpg.Pool, checkpoint: UUID) -> None:
     async with db.transaction(pool) as connection:
         await connection.execute(
             "UPDATE system_settings SET setting_value = $1 "
-            "WHERE setting_key = 'last_processed_uuid'", str(checkpoint))
+            "WHERE setting_key = 'last_processed_uuid'",
+            str(checkpoint),
+        )
 
 
 async def test_stats_on_a_known_data_set(
@@ -41,11 +45,13 @@ async def test_stats_on_a_known_data_set(
     last = None
     for status, how_many in judged.items():
         for _ in range(how_many):
-            last = await insert_sms(owner_pool, "447700900123", overall_status=status,
-                                    forwarded=status == "valid")
+            last = await insert_sms(
+                owner_pool, "447700900123", overall_status=status, forwarded=status == "valid"
+            )
     # Judged long ago: outside the throughput window.
-    await insert_sms(owner_pool, "447700900124", overall_status="invalid",
-                     processed_ago_seconds=3600)
+    await insert_sms(
+        owner_pool, "447700900124", overall_status="invalid", processed_ago_seconds=3600
+    )
     assert last is not None
     await set_checkpoint(owner_pool, last)
     waiting = [await insert_sms(owner_pool, "447700900125") for _ in range(4)]
@@ -61,7 +67,8 @@ async def test_stats_on_a_known_data_set(
     assert backlog["pending"] == 0
     async with db.transaction(owner_pool, readonly=True) as connection:
         first_after = await connection.fetchval(
-            "SELECT created_at FROM input_sms WHERE uuid > $1 ORDER BY uuid LIMIT 1", last)
+            "SELECT created_at FROM input_sms WHERE uuid > $1 ORDER BY uuid LIMIT 1", last
+        )
     assert datetime.fromisoformat(backlog["oldest_unprocessed_at"]) == first_after
     assert backlog["oldest_unprocessed_age_seconds"] >= 0
     throughput = stats["throughput"]
@@ -103,10 +110,14 @@ async def test_counters_stay_exact_under_concurrent_writers(
 ) -> None:
     """Validator-like upserts, admin requeues and an operator's deletes, some rolled back."""
     async with db.transaction(owner_pool) as connection:
-        uuids: list[UUID] = [row["uuid"] for row in await connection.fetch(
-            "INSERT INTO input_sms (sender_number, sms_message, received_timestamp) "
-            "SELECT '4477009' || lpad(n::text, 5, '0'), 'm', now() "
-            "FROM generate_series(1, 400) AS n RETURNING uuid")]
+        uuids: list[UUID] = [
+            row["uuid"]
+            for row in await connection.fetch(
+                "INSERT INTO input_sms (sender_number, sms_message, received_timestamp) "
+                "SELECT '4477009' || lpad(n::text, 5, '0'), 'm', now() "
+                "FROM generate_series(1, 400) AS n RETURNING uuid"
+            )
+        ]
     validator = await db.create_pool(database.url("sms_validator"), min_size=0, max_size=4)
     admin = await db.create_pool(database.url("sms_admin"), min_size=0, max_size=2)
     operator = await db.create_pool(database.url(), min_size=0, max_size=2)
@@ -123,7 +134,9 @@ async def test_counters_stay_exact_under_concurrent_writers(
                         "INSERT INTO sms_monitor (uuid, overall_status) "
                         "SELECT * FROM unnest($1::uuid[], $2::text[]) "
                         "ON CONFLICT (uuid) DO UPDATE SET overall_status = excluded.overall_status",
-                        batch, results)
+                        batch,
+                        results,
+                    )
                     if rng.random() < 0.2:
                         raise RuntimeError("roll this batch back")
             except RuntimeError:
@@ -138,15 +151,20 @@ async def test_counters_stay_exact_under_concurrent_writers(
                 async with db.transaction(admin) as connection:
                     await connection.execute(
                         "UPDATE sms_monitor SET overall_status = 'pending' "
-                        "WHERE uuid = $1 AND overall_status = 'error'", rng.choice(uuids))
+                        "WHERE uuid = $1 AND overall_status = 'error'",
+                        rng.choice(uuids),
+                    )
             else:  # by hand: the admin service deletes no sms_monitor row
                 async with db.transaction(operator) as connection:
                     await connection.execute(
-                        "DELETE FROM sms_monitor WHERE uuid = $1", rng.choice(uuids))
+                        "DELETE FROM sms_monitor WHERE uuid = $1", rng.choice(uuids)
+                    )
 
     try:
-        await asyncio.gather(*(validator_batches(seed) for seed in range(4)),
-                             *(admin_work(seed) for seed in (10, 11)))
+        await asyncio.gather(
+            *(validator_batches(seed) for seed in range(4)),
+            *(admin_work(seed) for seed in (10, 11)),
+        )
     finally:
         await db.close_pool(validator)
         await db.close_pool(admin)
@@ -163,8 +181,9 @@ async def test_the_migration_recounts_to_the_same_numbers(
     for status in ("valid", "valid", "invalid", "error"):
         await insert_sms(owner_pool, "447700900123", overall_status=status)
     async with db.transaction(owner_pool) as connection:
-        await connection.execute("UPDATE sms_monitor SET overall_status = NULL "
-                                 "WHERE overall_status = 'invalid'")
+        await connection.execute(
+            "UPDATE sms_monitor SET overall_status = NULL WHERE overall_status = 'invalid'"
+        )
     before = await counters_and_truth(owner_pool)
     assert before[0] == before[1] == {"valid": 2, "unset": 1, "error": 1}
 
@@ -206,9 +225,13 @@ async def test_writers_moving_statuses_in_opposite_orders_do_not_deadlock_on_the
     """Each transaction writes a status the other one wrote first. The sms_monitor rows are
     all different, so only the counters could make them wait for each other."""
     async with db.transaction(owner_pool) as connection:
-        first, second, third, fourth = [row["uuid"] for row in await connection.fetch(
-            "INSERT INTO input_sms (sender_number, sms_message, received_timestamp) "
-            "SELECT '447700900123', 'm', now() FROM generate_series(1, 4) RETURNING uuid")]
+        first, second, third, fourth = [
+            row["uuid"]
+            for row in await connection.fetch(
+                "INSERT INTO input_sms (sender_number, sms_message, received_timestamp) "
+                "SELECT '447700900123', 'm', now() FROM generate_series(1, 4) RETURNING uuid"
+            )
+        ]
     one, other = await two_writers_on_one_shard(database)
     insert = "INSERT INTO sms_monitor (uuid, overall_status) VALUES ($1, $2)"
     try:

@@ -34,8 +34,12 @@ CONTENT_TYPES: Final = {
     "/ui/style.css": "text/css; charset=utf-8",
     "/ui/icon.svg": "image/svg+xml",
 }
-PACKAGED: Final = {"/": "index.html", "/ui/app.js": "app.js", "/ui/style.css": "style.css",
-                   "/ui/icon.svg": "icon.svg"}
+PACKAGED: Final = {
+    "/": "index.html",
+    "/ui/app.js": "app.js",
+    "/ui/style.css": "style.css",
+    "/ui/icon.svg": "icon.svg",
+}
 
 
 def packaged(path: str) -> bytes:
@@ -72,7 +76,8 @@ async def test_the_page_holds_no_data(
 ) -> None:
     async with owner_pool.acquire() as connection, connection.transaction():
         await connection.execute(
-            "UPDATE system_settings SET setting_value = '4321' WHERE setting_key = 'batch_size'")
+            "UPDATE system_settings SET setting_value = '4321' WHERE setting_key = 'batch_size'"
+        )
     await insert_sms(owner_pool, "447700955501", overall_status="valid")
     for path in CONTENT_TYPES:
         anonymous = await admin.get(path)
@@ -102,8 +107,9 @@ class PageStructure(HTMLParser):
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         attributes = dict(attrs)
-        self.inline += [f"{tag} {name}" for name in attributes
-                        if name.startswith("on") or name == "style"]
+        self.inline += [
+            f"{tag} {name}" for name in attributes if name.startswith("on") or name == "style"
+        ]
         if tag == "script":
             self.scripts.append(attributes.get("src"))
             self._in_script = True
@@ -139,10 +145,21 @@ def test_the_page_needs_nothing_the_policy_forbids_and_labels_its_fields() -> No
 
 
 def test_the_script_neither_parses_html_nor_keeps_the_token() -> None:
-    script = "\n".join(line for line in packaged("/ui/app.js").decode().splitlines()
-                       if not line.lstrip().startswith("//"))  # code, not the comments about it
-    for forbidden in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write",
-                      "localStorage", "sessionStorage", "document.cookie", "eval("):
+    script = "\n".join(
+        line
+        for line in packaged("/ui/app.js").decode().splitlines()
+        if not line.lstrip().startswith("//")
+    )  # code, not the comments about it
+    for forbidden in (
+        "innerHTML",
+        "outerHTML",
+        "insertAdjacentHTML",
+        "document.write",
+        "localStorage",
+        "sessionStorage",
+        "document.cookie",
+        "eval(",
+    ):
         assert forbidden not in script, forbidden
 
 
@@ -153,11 +170,18 @@ CHROMEDRIVER: Final = shutil.which("chromedriver")
 needs_chromium = pytest.mark.skipif(
     CHROMIUM is None or CHROMEDRIVER is None,
     reason="Debian's chromium and chromium-driver are not installed "
-           "(apt-get install chromium chromium-driver; .ci/run installs them)")
+    "(apt-get install chromium chromium-driver; .ci/run installs them)",
+)
 HTTP_PORTS: Final = range(8140, 8150)  # the admin's ports for its own end-to-end runs
 CHROMIUM_FLAGS: Final = (
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
     "--window-size=1280,1700",
 )
 ELEMENT: Final = "element-6066-11e4-a52e-4f735466cecf"  # the W3C WebDriver element key
@@ -193,8 +217,9 @@ def served_admin(admin_app: FastAPI) -> Iterator[str]:
     sock = bound_socket()
     port = sock.getsockname()[1]
     server = uvicorn.Server(uvicorn.Config(admin_app, log_config=None, access_log=False))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]},
-                              name="admin-ui-server", daemon=True)
+    thread = threading.Thread(
+        target=server.run, kwargs={"sockets": [sock]}, name="admin-ui-server", daemon=True
+    )
     thread.start()
     try:
         wait_for(lambda: server.started or not thread.is_alive(), "the admin app started")
@@ -217,7 +242,9 @@ def chromedriver(served_admin: str, tmp_path: Path) -> Iterator[str]:
     with (tmp_path / "chromedriver.log").open("wb") as log:
         process = subprocess.Popen(
             [CHROMEDRIVER, f"--port={port}", "--allowed-ips=127.0.0.1"],
-            stdout=log, stderr=subprocess.STDOUT)
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     url = f"http://127.0.0.1:{port}"
 
     def answers() -> bool:
@@ -243,8 +270,7 @@ class Browser:
         self.session = session
 
     async def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-        response = await self.client.request(method, f"/session/{self.session}{path}",
-                                             json=body)
+        response = await self.client.request(method, f"/session/{self.session}{path}", json=body)
         answer = response.json()["value"]
         assert response.status_code == 200, f"WebDriver {method} {path}: {answer}"
         return answer
@@ -264,9 +290,17 @@ class Browser:
     async def texts(self, css: str) -> list[str]:
         """The rendered text of each match, whitespace folded, read at one instant: the page
         replaces its stats rows every few seconds, which would stale element references."""
-        texts = await self.call("POST", "/execute/sync", {"script": (
-            "return Array.from(document.querySelectorAll(arguments[0]),"
-            " node => node.innerText.replace(/\\s+/g, ' ').trim())"), "args": [css]})
+        texts = await self.call(
+            "POST",
+            "/execute/sync",
+            {
+                "script": (
+                    "return Array.from(document.querySelectorAll(arguments[0]),"
+                    " node => node.innerText.replace(/\\s+/g, ' ').trim())"
+                ),
+                "args": [css],
+            },
+        )
         assert isinstance(texts, list)
         return [str(text) for text in texts]
 
@@ -297,17 +331,23 @@ class Browser:
             if found is not None:
                 return found
             assert time.monotonic() < deadline, (
-                f"{expected!r} not in {css} within {WAIT_SECONDS} s; it shows {texts}")
+                f"{expected!r} not in {css} within {WAIT_SECONDS} s; it shows {texts}"
+            )
             await asyncio.sleep(0.1)
 
 
 @pytest.fixture
 async def browser(chromedriver: str, tmp_path: Path) -> AsyncIterator[Browser]:
     assert CHROMIUM is not None
-    capabilities = {"alwaysMatch": {"browserName": "chrome", "goog:chromeOptions": {
-        "binary": CHROMIUM,
-        "args": [*CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'chromium'}"],
-    }}}
+    capabilities = {
+        "alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "binary": CHROMIUM,
+                "args": [*CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'chromium'}"],
+            },
+        }
+    }
     async with httpx.AsyncClient(base_url=chromedriver, timeout=60) as client:
         response = await client.post("/session", json={"capabilities": capabilities})
         assert response.status_code == 200, response.text
@@ -329,11 +369,17 @@ async def test_an_operator_reads_stats_changes_a_setting_and_looks_up_an_sms(
 ) -> None:
     message = "<b>ACME</b> 0123456789abcdef +447700900123"
     refused_at_header = await insert_sms(
-        owner_pool, "447700900123", message, overall_status="invalid",
-        results={"blacklist": 1, "duplicate": 1, "header": 2}, failed_at_check="header")
+        owner_pool,
+        "447700900123",
+        message,
+        overall_status="invalid",
+        results={"blacklist": 1, "duplicate": 1, "header": 2},
+        failed_at_check="header",
+    )
     async with owner_pool.acquire() as connection, connection.transaction():
-        await connection.execute("UPDATE system_settings SET setting_value = 'long' "
-                                 "WHERE setting_key = 'hash_length'")
+        await connection.execute(
+            "UPDATE system_settings SET setting_value = 'long' WHERE setting_key = 'hash_length'"
+        )
     token = operators.tokens["operator"]
 
     await browser.open(f"{served_admin}/")
@@ -358,8 +404,9 @@ async def test_an_operator_reads_stats_changes_a_setting_and_looks_up_an_sms(
     settings_before = await stored_settings(owner_pool)
     await browser.type_into(f"{row('batch_size')} input", "0")
     await browser.click(f"{row('batch_size')} button")
-    refusal = await browser.text_containing(f"{row('batch_size')} .outcome",
-                                            setting_rule("batch_size"))
+    refusal = await browser.text_containing(
+        f"{row('batch_size')} .outcome", setting_rule("batch_size")
+    )
     assert refusal.startswith("Refused: batch_size:")
     assert await stored_settings(owner_pool) == settings_before
     assert await audit_rows(owner_pool) == []
@@ -371,7 +418,10 @@ async def test_an_operator_reads_stats_changes_a_setting_and_looks_up_an_sms(
     assert (await stored_settings(owner_pool))["batch_size"] == "50"
     [audit] = await audit_rows(owner_pool)
     assert (audit["setting_key"], audit["new_value"], audit["changed_by"]) == (
-        "batch_size", "50", "operator")
+        "batch_size",
+        "50",
+        "operator",
+    )
     await browser.text_containing(f"{row('batch_size')} td", "50")
 
     # One SMS with its check results; what it says is shown as text, never as markup.
@@ -393,7 +443,8 @@ async def test_an_operator_reads_stats_changes_a_setting_and_looks_up_an_sms(
     kept = await browser.run(
         "return [document.cookie, JSON.stringify(Object.entries(localStorage)), "
         "JSON.stringify(Object.entries(sessionStorage)), location.href, "
-        "document.documentElement.outerHTML, document.getElementById('token').value]")
+        "document.documentElement.outerHTML, document.getElementById('token').value]"
+    )
     assert all(token not in place for place in kept)
 
     # Forgetting the token hides the panels and drops what they showed.

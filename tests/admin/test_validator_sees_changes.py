@@ -29,8 +29,14 @@ async def runner(database: FreshDatabase, infra: Infra) -> AsyncIterator[BatchRu
     pool = await db.create_pool(database.url("sms_validator"), min_size=0, max_size=2)
     link = RedisLink(password=infra.redis_password, db=TEST_REDIS_DB)
     try:
-        yield BatchRunner(pool, link, checks.REGISTRY, CheckSecrets(),
-                          SettingsStore(known_checks=checks.REGISTRY), settle_margin=SETTLE_MARGIN)
+        yield BatchRunner(
+            pool,
+            link,
+            checks.REGISTRY,
+            CheckSecrets(),
+            SettingsStore(known_checks=checks.REGISTRY),
+            settle_margin=SETTLE_MARGIN,
+        )
     finally:
         await link.close()
         await db.close_pool(pool)

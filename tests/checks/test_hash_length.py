@@ -37,15 +37,18 @@ def judge(
 ) -> CheckResult:
     message = separator.join(part for part in (header, hash_text, mobile))
     config = settings(hash_length=length, hash_encoding=encoding, message_separator=separator)
-    return hash_length(sms(message), context(message, config=config,
-                                             secrets=CheckSecrets(hash_key=key)))
+    return hash_length(
+        sms(message), context(message, config=config, secrets=CheckSecrets(hash_key=key))
+    )
 
 
 def test_length_zero_skips_even_without_a_hash() -> None:
     config = settings(hash_length=0)
     assert hash_length(sms(), context("OTP", config=config)) is SKIPPED
-    assert hash_length(sms(), context("OTP", config=config,
-                                      secrets=CheckSecrets(hash_key=HASH_KEY))) is SKIPPED
+    assert (
+        hash_length(sms(), context("OTP", config=config, secrets=CheckSecrets(hash_key=HASH_KEY)))
+        is SKIPPED
+    )
 
 
 @pytest.mark.parametrize("key", [None, HASH_KEY])
@@ -77,10 +80,21 @@ def test_right_length_and_alphabet_pass(encoding: HashEncoding, good: str) -> No
 @pytest.mark.parametrize(
     ("encoding", "bad_character"),
     [
-        ("hex", "g"), ("hex", "G"), ("hex", "-"), ("hex", "="), ("hex", "٣"),
-        ("base64url", "+"), ("base64url", "/"), ("base64url", "="), ("base64url", "."),
+        ("hex", "g"),
+        ("hex", "G"),
+        ("hex", "-"),
+        ("hex", "="),
+        ("hex", "٣"),
+        ("base64url", "+"),
+        ("base64url", "/"),
+        ("base64url", "="),
+        ("base64url", "."),
         ("base64url", "é"),
-        ("base32", "a"), ("base32", "0"), ("base32", "1"), ("base32", "8"), ("base32", "9"),
+        ("base32", "a"),
+        ("base32", "0"),
+        ("base32", "1"),
+        ("base32", "8"),
+        ("base32", "9"),
         ("base32", "="),
     ],
 )
@@ -88,9 +102,12 @@ def test_right_length_and_alphabet_pass(encoding: HashEncoding, good: str) -> No
 def test_one_character_outside_the_alphabet_fails(
     encoding: HashEncoding, bad_character: str, position: int
 ) -> None:
-    good = {"hex": "0123456789abcdef", "base64url": "AZaz09-_AZaz09-_",
-            "base32": "ABCDEFGHIJ234567"}[encoding]
-    bad = good[:position] + bad_character + good[position + 1:]
+    good = {
+        "hex": "0123456789abcdef",
+        "base64url": "AZaz09-_AZaz09-_",
+        "base32": "ABCDEFGHIJ234567",
+    }[encoding]
+    bad = good[:position] + bad_character + good[position + 1 :]
     assert judge(bad, encoding=encoding) is FAIL
 
 
@@ -111,23 +128,29 @@ def test_any_length_up_to_256_without_a_key(length: int) -> None:
 def test_expected_hash_is_the_truncated_hmac_sha256_of_the_rfc_4231_vector() -> None:
     # RFC 4231 test case 2: key "Jefe", data "what do ya want for nothing?".
     full = "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
-    assert expected_hash(b"Jefe", "what", " ", "do ya want for nothing?",
-                         length=64, encoding="hex") == full
-    assert expected_hash(b"Jefe", "what", " ", "do ya want for nothing?",
-                         length=16, encoding="hex") == full[:16]
+    assert (
+        expected_hash(b"Jefe", "what", " ", "do ya want for nothing?", length=64, encoding="hex")
+        == full
+    )
+    assert (
+        expected_hash(b"Jefe", "what", " ", "do ya want for nothing?", length=16, encoding="hex")
+        == full[:16]
+    )
     digest = bytes.fromhex(full)
-    assert expected_hash(b"Jefe", "what", " ", "do ya want for nothing?",
-                         length=43, encoding="base64url") == (
-        base64.urlsafe_b64encode(digest).decode().rstrip("="))
-    assert expected_hash(b"Jefe", "what", " ", "do ya want for nothing?",
-                         length=52, encoding="base32") == (
-        base64.b32encode(digest).decode().rstrip("="))
+    assert expected_hash(
+        b"Jefe", "what", " ", "do ya want for nothing?", length=43, encoding="base64url"
+    ) == (base64.urlsafe_b64encode(digest).decode().rstrip("="))
+    assert expected_hash(
+        b"Jefe", "what", " ", "do ya want for nothing?", length=52, encoding="base32"
+    ) == (base64.b32encode(digest).decode().rstrip("="))
 
 
 def test_expected_hash_signs_utf8_of_header_separator_and_mobile_field() -> None:
     digest = hmac.new(HASH_KEY, "ÖTP::+447400123456".encode(), hashlib.sha256).hexdigest()
-    assert expected_hash(HASH_KEY, "ÖTP", "::", "+447400123456",
-                         length=20, encoding="hex") == digest[:20]
+    assert (
+        expected_hash(HASH_KEY, "ÖTP", "::", "+447400123456", length=20, encoding="hex")
+        == digest[:20]
+    )
 
 
 @pytest.mark.parametrize("encoding", ENCODINGS)
@@ -137,18 +160,21 @@ def test_the_right_hash_passes_and_a_wrong_one_fails(encoding: HashEncoding, len
     assert len(right) == length
     assert judge(right, length=length, encoding=encoding, key=HASH_KEY) is PASS
     # Right format, wrong value.
-    wrong = expected_hash(b"another key", "OTP", " ", SENDER_NUMBER, length=length,
-                          encoding=encoding)
+    wrong = expected_hash(
+        b"another key", "OTP", " ", SENDER_NUMBER, length=length, encoding=encoding
+    )
     if wrong != right:
         assert judge(wrong, length=length, encoding=encoding, key=HASH_KEY) is FAIL
     # The hash of another number, another header, or another key.
     assert judge(right, length=length, encoding=encoding, key=b"another key") is (
-        PASS if wrong == right else FAIL)
+        PASS if wrong == right else FAIL
+    )
     if length >= 16:
-        assert judge(right, length=length, encoding=encoding, key=HASH_KEY,
-                     mobile="+33612345678") is FAIL
-        assert judge(right, length=length, encoding=encoding, key=HASH_KEY,
-                     header="BANK") is FAIL
+        assert (
+            judge(right, length=length, encoding=encoding, key=HASH_KEY, mobile="+33612345678")
+            is FAIL
+        )
+        assert judge(right, length=length, encoding=encoding, key=HASH_KEY, header="BANK") is FAIL
     # Without the key, only the format is judged.
     assert judge(wrong, length=length, encoding=encoding) is PASS
 
@@ -206,8 +232,9 @@ def test_the_whole_hmac_is_the_longest_hash_a_key_allows(encoding: HashEncoding)
     assert judge(right, length=full + 1, encoding=encoding, key=HASH_KEY) is FAIL
 
 
-@pytest.mark.parametrize(("length", "encoding"), [(0, "hex"), (65, "hex"), (44, "base64url"),
-                                                 (53, "base32")])
+@pytest.mark.parametrize(
+    ("length", "encoding"), [(0, "hex"), (65, "hex"), (44, "base64url"), (53, "base32")]
+)
 def test_expected_hash_refuses_a_length_it_cannot_make(length: int, encoding: HashEncoding) -> None:
     with pytest.raises(ValueError, match="hash length"):
         expected_hash(HASH_KEY, "OTP", " ", SENDER_NUMBER, length=length, encoding=encoding)
@@ -234,11 +261,13 @@ def signed_messages(draw: st.DrawFn) -> tuple[str, str, HashEncoding, int, bytes
     return f"{header}{separator}{right}{separator}{mobile}", separator, encoding, length, key, right
 
 
-def judge_message(message: str, separator: str, encoding: HashEncoding, length: int,
-                  key: bytes) -> CheckResult:
+def judge_message(
+    message: str, separator: str, encoding: HashEncoding, length: int, key: bytes
+) -> CheckResult:
     config = settings(hash_length=length, hash_encoding=encoding, message_separator=separator)
-    return hash_length(sms(message), context(message, config=config,
-                                             secrets=CheckSecrets(hash_key=key)))
+    return hash_length(
+        sms(message), context(message, config=config, secrets=CheckSecrets(hash_key=key))
+    )
 
 
 @given(signed_messages())
@@ -251,15 +280,20 @@ def test_the_expected_hash_always_passes(
 
 @given(signed_messages(), st.data())
 def test_any_single_character_change_of_a_right_hash_fails(
-    signed: tuple[str, str, HashEncoding, int, bytes, str], data: st.DataObject,
+    signed: tuple[str, str, HashEncoding, int, bytes, str],
+    data: st.DataObject,
 ) -> None:
     message, separator, encoding, length, key, right = signed
     position = data.draw(st.integers(0, length - 1))
     original = right[position]
-    replacement = data.draw(st.sampled_from(ALPHABET[encoding]).filter(
-        # In hex, a change of case is no change.
-        lambda c: c.lower() != original.lower() if encoding == "hex" else c != original))
-    changed = right[:position] + replacement + right[position + 1:]
-    tampered = message.replace(f"{separator}{right}{separator}",
-                               f"{separator}{changed}{separator}", 1)
+    replacement = data.draw(
+        st.sampled_from(ALPHABET[encoding]).filter(
+            # In hex, a change of case is no change.
+            lambda c: c.lower() != original.lower() if encoding == "hex" else c != original
+        )
+    )
+    changed = right[:position] + replacement + right[position + 1 :]
+    tampered = message.replace(
+        f"{separator}{right}{separator}", f"{separator}{changed}{separator}", 1
+    )
     assert judge_message(tampered, separator, encoding, length, key) is FAIL

@@ -25,9 +25,7 @@ def parts(message: str, separator: str = " ") -> tuple[str | None, str | None, s
         ("OTP ab12  +447400123456", ("OTP", "ab12", "+447400123456")),
     ],
 )
-def test_space_separator(
-    message: str, expected: tuple[str | None, str | None, str | None]
-) -> None:
+def test_space_separator(message: str, expected: tuple[str | None, str | None, str | None]) -> None:
     assert parts(message) == expected
 
 

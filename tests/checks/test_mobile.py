@@ -44,10 +44,13 @@ def judge(
     key: bytes | None = AES_KEY,
 ) -> CheckResult:
     message = f"OTP abc {field}"
-    config = settings(mobile_encoding=encoding, mobile_regions=regions,
-                      mobile_match_sender=match_sender)
-    return mobile(sms(message, sender=sender),
-                  context(message, config=config, secrets=CheckSecrets(mobile_aes_key=key)))
+    config = settings(
+        mobile_encoding=encoding, mobile_regions=regions, mobile_match_sender=match_sender
+    )
+    return mobile(
+        sms(message, sender=sender),
+        context(message, config=config, secrets=CheckSecrets(mobile_aes_key=key)),
+    )
 
 
 def b64(text: str, *, urlsafe: bool = False, padded: bool = True) -> str:
@@ -223,7 +226,8 @@ def test_aes_gcm_fields_are_randomised_by_the_nonce() -> None:
     assert encrypt_mobile(SENDER_NUMBER, AES_KEY) != encrypt_mobile(SENDER_NUMBER, AES_KEY)
     nonce = bytes(12)
     assert encrypt_mobile(SENDER_NUMBER, AES_KEY, nonce=nonce) == encrypt_mobile(
-        SENDER_NUMBER, AES_KEY, nonce=nonce)
+        SENDER_NUMBER, AES_KEY, nonce=nonce
+    )
 
 
 def _flip(field: str, index: int) -> str:
@@ -233,9 +237,16 @@ def _flip(field: str, index: int) -> str:
 
 
 @pytest.mark.parametrize(
-    "where", [0, 11, 12, 12 + len(SENDER_NUMBER) - 1, -16, -1],
-    ids=["nonce first", "nonce last", "ciphertext first", "ciphertext last", "tag first",
-         "tag last"],
+    "where",
+    [0, 11, 12, 12 + len(SENDER_NUMBER) - 1, -16, -1],
+    ids=[
+        "nonce first",
+        "nonce last",
+        "ciphertext first",
+        "ciphertext last",
+        "tag first",
+        "tag last",
+    ],
 )
 def test_aes_gcm_tampered_nonce_ciphertext_or_tag_fails(where: int) -> None:
     field = encrypt_mobile(SENDER_NUMBER, AES_KEY)
@@ -314,20 +325,24 @@ def valid_mobile_numbers(draw: st.DrawFn) -> tuple[str, str]:
     """(region, E.164 number): a region's example mobile number with its last digits varied."""
     region = draw(st.sampled_from(sorted(NUMBERS)))
     example_number = phonenumbers.example_number_for_type(
-        region, phonenumbers.PhoneNumberType.MOBILE)
+        region, phonenumbers.PhoneNumberType.MOBILE
+    )
     assert example_number is not None
     example = phonenumbers.format_number(example_number, phonenumbers.PhoneNumberFormat.E164)
     # Varying the last four digits of these examples keeps them valid in the same region.
     tail = draw(st.text("0123456789", min_size=4, max_size=4))
     number = example[:-4] + tail
     parsed = phonenumbers.parse(number)
-    assume(phonenumbers.is_valid_number(parsed)
-           and phonenumbers.region_code_for_number(parsed) == region)
+    assume(
+        phonenumbers.is_valid_number(parsed)
+        and phonenumbers.region_code_for_number(parsed) == region
+    )
     return region, number
 
 
-@given(valid_mobile_numbers(), st.binary(min_size=32, max_size=32), st.binary(min_size=12,
-                                                                              max_size=12))
+@given(
+    valid_mobile_numbers(), st.binary(min_size=32, max_size=32), st.binary(min_size=12, max_size=12)
+)
 def test_encrypt_then_check_round_trip(
     region_number: tuple[str, str], key: bytes, nonce: bytes
 ) -> None:

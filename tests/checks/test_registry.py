@@ -79,7 +79,8 @@ class _Named:
 
 
 @pytest.mark.parametrize(
-    "name", ["", "Header", "1st", "drop table", "a-b", "é", "x" * 21, "time_window;--"])
+    "name", ["", "Header", "1st", "drop table", "a-b", "é", "x" * 21, "time_window;--"]
+)
 def test_a_name_unfit_for_a_column_is_refused(name: str) -> None:
     check: Check = _Named(name)  # type: ignore[assignment]
     with pytest.raises(InvalidCheckNameError):
@@ -93,7 +94,9 @@ def test_a_name_of_twenty_characters_fits() -> None:
 
 def test_settings_validation_uses_the_registry_names() -> None:
     assert validate_setting("check_sequence", '["mobile", "header"]', known_checks=REGISTRY) == (
-        "mobile", "header")
+        "mobile",
+        "header",
+    )
     with pytest.raises(GatewayError, match="unknown check"):
         validate_setting("check_sequence", '["mobile", "spam"]', known_checks=REGISTRY)
 

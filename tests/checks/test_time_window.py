@@ -23,8 +23,9 @@ def judge(
     skew: int = 300,
     reference: str = "arrival",
 ) -> CheckResult:
-    config = settings(validation_time_window=window, time_window_max_skew=skew,
-                      time_window_reference=reference)
+    config = settings(
+        validation_time_window=window, time_window_max_skew=skew, time_window_reference=reference
+    )
     return time_window(sms(received=received, created=created), context(config=config, now=now))
 
 

@@ -23,7 +23,10 @@ from sms_gateway.config import ENV_PREFIX, BootstrapConfig
 ROOT = Path(__file__).resolve().parents[2]
 ROLES = ROOT / "deploy" / "ansible" / "roles"
 CONFIGS: dict[str, type[BootstrapConfig]] = {
-    "receiver": ReceiverConfig, "validator": ValidatorConfig, "admin": AdminConfig}
+    "receiver": ReceiverConfig,
+    "validator": ValidatorConfig,
+    "admin": AdminConfig,
+}
 ONE_SHOT = {"migrate"}
 
 
@@ -39,10 +42,23 @@ def compose() -> dict[str, Any]:
 
 def test_every_long_running_service_has_a_healthcheck(compose: dict[str, Any]) -> None:
     services = compose["services"]
-    assert {"postgres", "pgbouncer", "redis", "migrate", "receiver", "validator", "admin",
-            "jaeger", "prometheus", "grafana"} <= set(services)
-    missing = [name for name, service in services.items()
-               if name not in ONE_SHOT and "test" not in service.get("healthcheck", {})]
+    assert {
+        "postgres",
+        "pgbouncer",
+        "redis",
+        "migrate",
+        "receiver",
+        "validator",
+        "admin",
+        "jaeger",
+        "prometheus",
+        "grafana",
+    } <= set(services)
+    missing = [
+        name
+        for name, service in services.items()
+        if name not in ONE_SHOT and "test" not in service.get("healthcheck", {})
+    ]
     assert missing == []
 
 
@@ -54,26 +70,32 @@ def test_services_wait_for_what_they_need(compose: dict[str, Any]) -> None:
         assert needs["pgbouncer"]["condition"] == "service_healthy"
         assert needs["redis"]["condition"] == "service_healthy"
     assert services["pgbouncer"]["depends_on"]["migrate"]["condition"] == (
-        "service_completed_successfully")
+        "service_completed_successfully"
+    )
     for name, service in services.items():
         for dependency in service.get("depends_on", {}).values():
             assert dependency["condition"] in {
-                "service_healthy", "service_completed_successfully"}, name
+                "service_healthy",
+                "service_completed_successfully",
+            }, name
 
 
-def test_service_environment_names_exist_in_the_config_classes(
-        compose: dict[str, Any]) -> None:
-    overlays = [load(ROOT / "deploy" / "compose.secrets.yaml"),
-                load(ROOT / "deploy" / "compose.offline.yaml")]
+def test_service_environment_names_exist_in_the_config_classes(compose: dict[str, Any]) -> None:
+    overlays = [
+        load(ROOT / "deploy" / "compose.secrets.yaml"),
+        load(ROOT / "deploy" / "compose.offline.yaml"),
+    ]
     for name, config in CONFIGS.items():
         fields = set(config.model_fields)
         variables = set(compose["services"][name]["environment"])
         for overlay in overlays:
             variables |= set(overlay["services"].get(name, {}).get("environment", {}))
-        unknown = sorted(v for v in variables
-                         if not v.startswith(ENV_PREFIX)
-                         or v.removeprefix(ENV_PREFIX).removesuffix("_FILE").lower()
-                         not in fields)
+        unknown = sorted(
+            v
+            for v in variables
+            if not v.startswith(ENV_PREFIX)
+            or v.removeprefix(ENV_PREFIX).removesuffix("_FILE").lower() not in fields
+        )
         assert unknown == [], f"{name} is given variables its config does not read: {unknown}"
         assert f"{ENV_PREFIX}DATABASE_URL" in variables
 
@@ -87,12 +109,18 @@ def test_services_run_as_a_non_root_user() -> None:
 
 
 def test_prometheus_scrapes_the_three_services_where_compose_runs_them(
-        compose: dict[str, Any]) -> None:
+    compose: dict[str, Any],
+) -> None:
     config = load(ROOT / "observability" / "prometheus.yml")
-    targets = {target for job in config["scrape_configs"]
-               for group in job["static_configs"] for target in group["targets"]}
-    expected = {f"{name}:{compose['services'][name]['environment']['SMSGW_HTTP_PORT']}"
-                for name in CONFIGS}
+    targets = {
+        target
+        for job in config["scrape_configs"]
+        for group in job["static_configs"]
+        for target in group["targets"]
+    }
+    expected = {
+        f"{name}:{compose['services'][name]['environment']['SMSGW_HTTP_PORT']}" for name in CONFIGS
+    }
     assert targets == expected
 
 
@@ -107,7 +135,8 @@ def _metric_names_in_code() -> set[str]:
 
 def test_every_metric_the_dashboard_queries_exists_in_the_code() -> None:
     dashboard = json.loads(
-        (ROOT / "observability" / "grafana" / "dashboards" / "sms-gateway.json").read_text())
+        (ROOT / "observability" / "grafana" / "dashboards" / "sms-gateway.json").read_text()
+    )
     defined = _metric_names_in_code()
     # A Counter is exposed with _total; prometheus_client adds it when the name lacks it.
     exposed = defined | {f"{name}_total" for name in defined}
@@ -130,9 +159,27 @@ def _tasks(document: Any) -> list[dict[str, Any]]:
 
 
 TASK_KEYWORDS = {
-    "name", "become", "become_user", "environment", "register", "changed_when", "failed_when",
-    "when", "loop", "loop_control", "notify", "no_log", "until", "retries", "delay", "tags",
-    "listen", "block", "rescue", "always", "vars",
+    "name",
+    "become",
+    "become_user",
+    "environment",
+    "register",
+    "changed_when",
+    "failed_when",
+    "when",
+    "loop",
+    "loop_control",
+    "notify",
+    "no_log",
+    "until",
+    "retries",
+    "delay",
+    "tags",
+    "listen",
+    "block",
+    "rescue",
+    "always",
+    "vars",
 }
 
 
@@ -181,8 +228,9 @@ def _yaml_files(role: Path, *folders: str) -> list[Path]:
 
 def _variables_defined_by(role: Path) -> list[tuple[Path, str]]:
     """Every variable a role defines: its defaults and vars, what it registers or sets as a fact."""
-    defined = [(path, name) for path in _yaml_files(role, "defaults", "vars")
-               for name in load(path) or {}]
+    defined = [
+        (path, name) for path in _yaml_files(role, "defaults", "vars") for name in load(path) or {}
+    ]
     for path in _yaml_files(role, "tasks", "handlers"):
         for task in _tasks(load(path)):
             if "register" in task:
@@ -195,9 +243,12 @@ def _variables_defined_by(role: Path) -> list[tuple[Path, str]]:
 def test_role_variables_carry_their_role_prefix() -> None:
     # ansible-lint's var-naming[no-role-prefix], kept without installing Ansible: a role's
     # variables are named after it, so that two roles can never set each other's by accident.
-    unprefixed = [f"{path.relative_to(ROOT)}: {name}"
-                  for role in _roles() for path, name in _variables_defined_by(role)
-                  if not name.startswith((f"{role.name}_", "ansible_"))]
+    unprefixed = [
+        f"{path.relative_to(ROOT)}: {name}"
+        for role in _roles()
+        for path, name in _variables_defined_by(role)
+        if not name.startswith((f"{role.name}_", "ansible_"))
+    ]
     assert unprefixed == []
     for play in load(ROOT / "setup_sms_gateway.yml"):
         for entry in play["roles"]:
@@ -210,11 +261,17 @@ def test_roles_read_only_their_own_variables() -> None:
     # read another's variable directly would depend on the order and visibility of roles.
     roles = [role.name for role in _roles()]
     for role in _roles():
-        others = re.compile(r"\b(?:" + "|".join(
-            f"{other}_" for other in roles if other != role.name) + r")[a-z0-9_]+")
+        others = re.compile(
+            r"\b(?:"
+            + "|".join(f"{other}_" for other in roles if other != role.name)
+            + r")[a-z0-9_]+"
+        )
         for path in sorted(p for p in role.rglob("*") if p.suffix in {".yml", ".j2"}):
-            lines = [line for line in path.read_text(encoding="utf-8").splitlines()
-                     if not line.lstrip().startswith("#")]
+            lines = [
+                line
+                for line in path.read_text(encoding="utf-8").splitlines()
+                if not line.lstrip().startswith("#")
+            ]
             found = sorted(set(others.findall("\n".join(lines))))
             assert found == [], f"{path.relative_to(ROOT)} reads {found}"
 
@@ -234,8 +291,9 @@ def test_the_playbook_names_roles_that_ansible_cfg_finds() -> None:
     config = configparser.ConfigParser()
     config.read(ROOT / "ansible.cfg")
     assert (ROOT / config["defaults"]["roles_path"]).resolve() == ROLES
-    named = [entry["role"] for play in load(ROOT / "setup_sms_gateway.yml")
-             for entry in play["roles"]]
+    named = [
+        entry["role"] for play in load(ROOT / "setup_sms_gateway.yml") for entry in play["roles"]
+    ]
     assert sorted(named) == [role.name for role in _roles()]
     # Ansible and ansible-lint also look for a role in the playbook's directory: a role named
     # like a directory at the root (redis/, pgbouncer/) could resolve to that directory.

@@ -52,8 +52,9 @@ class Service:
         return self.log.read_text(errors="replace")[-4000:]
 
 
-def start(name: str, role: str, database: FreshDatabase, infra: Infra, logs: Path,
-          **extra: str) -> Service:
+def start(
+    name: str, role: str, database: FreshDatabase, infra: Infra, logs: Path, **extra: str
+) -> Service:
     port = free_port()
     env = {
         **os.environ,
@@ -69,7 +70,10 @@ def start(name: str, role: str, database: FreshDatabase, infra: Infra, logs: Pat
     with log.open("wb") as sink:
         process = subprocess.Popen(
             [str(Path(sys.executable).with_name(f"sms-{name}"))],
-            env=env, stdout=sink, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env=env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
         )
     return Service(name, port, process, log)
 
@@ -87,15 +91,15 @@ def wait_ready(service: Service, deadline: float) -> None:
 
 
 @pytest.fixture
-def gateway(
-    database: FreshDatabase, infra: Infra, tmp_path: Path
-) -> Iterator[dict[str, Service]]:
+def gateway(database: FreshDatabase, infra: Infra, tmp_path: Path) -> Iterator[dict[str, Service]]:
     services = {
         "receiver": start("receiver", "sms_receiver", database, infra, tmp_path),
-        "validator": start("validator", "sms_validator", database, infra, tmp_path,
-                           SMSGW_HASH_KEY=HASH_KEY),
-        "admin": start("admin", "sms_admin", database, infra, tmp_path,
-                       SMSGW_ADMIN_TOKENS=f"e2e:{ADMIN_TOKEN}"),
+        "validator": start(
+            "validator", "sms_validator", database, infra, tmp_path, SMSGW_HASH_KEY=HASH_KEY
+        ),
+        "admin": start(
+            "admin", "sms_admin", database, infra, tmp_path, SMSGW_ADMIN_TOKENS=f"e2e:{ADMIN_TOKEN}"
+        ),
     }
     try:
         deadline = time.monotonic() + 60
@@ -138,8 +142,10 @@ async def test_sms_flow_through_the_running_gateway(
 ) -> None:
     receiver_url, admin_url = gateway["receiver"].url, gateway["admin"].url
     headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-    async with httpx.AsyncClient(base_url=receiver_url) as receiver, \
-            httpx.AsyncClient(base_url=admin_url, headers=headers) as admin:
+    async with (
+        httpx.AsyncClient(base_url=receiver_url) as receiver,
+        httpx.AsyncClient(base_url=admin_url, headers=headers) as admin,
+    ):
         sent = {
             "first": verification_sms("447911123456"),
             "repeat": verification_sms("447911123456"),
@@ -159,11 +165,17 @@ async def test_sms_flow_through_the_running_gateway(
     assert results["first"]["trace_id"] == uuids["first"].replace("-", "")
     assert all(check["code"] == 1 for check in results["first"]["checks"])
     assert (results["repeat"]["overall_status"], results["repeat"]["failed_at_check"]) == (
-        "invalid", "duplicate")
-    assert (results["bad_header"]["overall_status"],
-            results["bad_header"]["failed_at_check"]) == ("invalid", "header")
-    assert (results["bad_hash"]["overall_status"],
-            results["bad_hash"]["failed_at_check"]) == ("invalid", "hash_length")
+        "invalid",
+        "duplicate",
+    )
+    assert (results["bad_header"]["overall_status"], results["bad_header"]["failed_at_check"]) == (
+        "invalid",
+        "header",
+    )
+    assert (results["bad_hash"]["overall_status"], results["bad_hash"]["failed_at_check"]) == (
+        "invalid",
+        "hash_length",
+    )
     assert await redis_client.smembers("out_sms_numbers") == {"447911123456"}
 
     async with httpx.AsyncClient() as client:
@@ -179,5 +191,6 @@ async def test_sms_flow_through_the_running_gateway(
     for service in gateway.values():
         returncode = service.process.wait(timeout=30)
         assert returncode in (0, -signal.SIGTERM), (
-            f"{service.name} exited {returncode}:\n{service.log_tail()}")
+            f"{service.name} exited {returncode}:\n{service.log_tail()}"
+        )
         assert "Application shutdown complete" in service.log_tail()

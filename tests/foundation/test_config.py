@@ -47,9 +47,7 @@ def test_the_database_password_counts_as_a_secret(monkeypatch: pytest.MonkeyPatc
     assert "change-me" not in str(raised.value)  # the error never echoes a secret
 
 
-def test_file_variants_read_docker_secrets(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
+def test_file_variants_read_docker_secrets(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     url_file = tmp_path / "url"
     url_file.write_text(GOOD_URL + "\n")
     monkeypatch.setenv("SMSGW_DATABASE_URL_FILE", str(url_file))

@@ -12,7 +12,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_import_contracts_hold() -> None:
     lint_imports = shutil.which("lint-imports") or str(
-        Path(sys.executable).with_name("lint-imports"))
+        Path(sys.executable).with_name("lint-imports")
+    )
     result = subprocess.run(
         [lint_imports, "--no-cache"], cwd=ROOT, capture_output=True, text=True, check=False
     )

@@ -14,6 +14,7 @@ async def test_many_concurrent_parameterised_queries_share_few_server_connection
 ) -> None:
     pool = await db.create_pool(database.url("sms_validator"), min_size=0, max_size=20)
     try:
+
         async def one(n: int) -> int:
             async with db.transaction(pool) as connection:
                 value = await connection.fetchval("SELECT $1::int * 2", n)

@@ -18,7 +18,8 @@ async def run_as(database: FreshDatabase, role: str, query: str, *args: object) 
 
 async def test_receiver_may_insert_and_read_back_the_delivery_key(database: FreshDatabase) -> None:
     rows = await run_as(
-        database, "sms_receiver",
+        database,
+        "sms_receiver",
         "INSERT INTO input_sms (sender_number, sms_message, received_timestamp, source, "
         "client_event_id) VALUES ('447700900123', 'hi', $1, 'api', 'k1') RETURNING uuid",
         datetime.now(UTC),
@@ -26,8 +27,10 @@ async def test_receiver_may_insert_and_read_back_the_delivery_key(database: Fres
     assert isinstance(rows, list)
     assert len(rows) == 1
     again = await run_as(
-        database, "sms_receiver",
-        "SELECT uuid FROM input_sms WHERE source = 'api' AND client_event_id = 'k1'")
+        database,
+        "sms_receiver",
+        "SELECT uuid FROM input_sms WHERE source = 'api' AND client_event_id = 'k1'",
+    )
     assert again == rows
     assert await run_as(database, "sms_receiver", "SELECT count(*) FROM system_settings")
 
@@ -76,8 +79,16 @@ FROM pg_attribute att JOIN pg_class c ON c.oid = att.attrelid
 CROSS JOIN LATERAL aclexplode(att.attacl) a
 WHERE c.relnamespace = 'public'::regnamespace AND a.grantee = $1::regrole
 """
-REQUEUE_COLUMNS = ("overall_status", "failed_at_check", "blacklist_check", "duplicate_check",
-                   "header_check", "hash_length_check", "mobile_check", "time_window_check")
+REQUEUE_COLUMNS = (
+    "overall_status",
+    "failed_at_check",
+    "blacklist_check",
+    "duplicate_check",
+    "header_check",
+    "hash_length_check",
+    "mobile_check",
+    "time_window_check",
+)
 LEAST_PRIVILEGES: dict[str, set[tuple[str, str | None, str]]] = {
     # SPEC §2: insert SMS, read back the uuid of a repeated delivery, read the settings.
     "sms_receiver": {
@@ -91,9 +102,19 @@ LEAST_PRIVILEGES: dict[str, set[tuple[str, str | None, str]]] = {
     # SPEC §7: read everything it shows; write settings with their audit, remove blacklist
     # entries and their counts, requeue (only the columns contracts §6 resets). Never out_sms.
     "sms_admin": {
-        *{(table, None, "SELECT") for table in (
-            "input_sms", "sms_monitor", "out_sms", "blacklist_sms", "count_sms",
-            "system_settings", "settings_audit", "sms_status_counts")},
+        *{
+            (table, None, "SELECT")
+            for table in (
+                "input_sms",
+                "sms_monitor",
+                "out_sms",
+                "blacklist_sms",
+                "count_sms",
+                "system_settings",
+                "settings_audit",
+                "sms_status_counts",
+            )
+        },
         ("system_settings", None, "INSERT"),
         ("system_settings", None, "UPDATE"),
         ("settings_audit", None, "INSERT"),

@@ -108,9 +108,12 @@ async def test_schema_is_the_documented_one(database: FreshDatabase) -> None:
 async def test_initial_settings_are_the_model_defaults(database: FreshDatabase) -> None:
     connection = await asyncpg.connect(database.direct_url())
     try:
-        rows = dict(await connection.fetch(
-            "SELECT setting_key, setting_value FROM system_settings "
-            "WHERE setting_key NOT IN ('redis_host', 'redis_port')"))
+        rows = dict(
+            await connection.fetch(
+                "SELECT setting_key, setting_value FROM system_settings "
+                "WHERE setting_key NOT IN ('redis_host', 'redis_port')"
+            )
+        )
     finally:
         await connection.close()
     expected = {key: encode_setting(key, getattr(DEFAULTS, key)) for key in SETTING_KEYS}

@@ -52,8 +52,16 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "time_window_reference": ("arrival", "processing"),
 }
 BOOLS = ("maintenance_mode", "mobile_match_sender")
-OTHER = ("last_processed_uuid", "check_sequence", "check_enabled", "redis_host",
-         "message_separator", "header_pattern", "header_allowed", "mobile_regions")
+OTHER = (
+    "last_processed_uuid",
+    "check_sequence",
+    "check_enabled",
+    "redis_host",
+    "message_separator",
+    "header_pattern",
+    "header_allowed",
+    "mobile_regions",
+)
 
 
 def test_every_key_is_covered_here() -> None:
@@ -129,8 +137,12 @@ def test_check_sequence_names_known_checks_without_repeats(names: list[str]) -> 
             validate_setting("check_sequence", names, known_checks=KNOWN)
 
 
-@given(st.dictionaries(st.sampled_from([*DEFAULT_CHECK_SEQUENCE, "spam"]),
-                       st.one_of(st.booleans(), st.integers(0, 1), st.just("true"))))
+@given(
+    st.dictionaries(
+        st.sampled_from([*DEFAULT_CHECK_SEQUENCE, "spam"]),
+        st.one_of(st.booleans(), st.integers(0, 1), st.just("true")),
+    )
+)
 def test_check_enabled_maps_known_checks_to_booleans(value: dict[str, Any]) -> None:
     ok = set(value) <= KNOWN and all(isinstance(v, bool) for v in value.values())
     if ok:
@@ -188,16 +200,22 @@ async def test_a_bad_value_written_by_hand_keeps_the_last_good_one(
     store = SettingsStore(known_checks=KNOWN)
     async with db.transaction(owner_pool) as connection:
         await connection.execute(
-            "UPDATE system_settings SET setting_value = '50' WHERE setting_key = 'batch_size'")
+            "UPDATE system_settings SET setting_value = '50' WHERE setting_key = 'batch_size'"
+        )
         assert (await store.reload(connection)).batch_size == 50
 
         await connection.executemany(
             "UPDATE system_settings SET setting_value = $2 WHERE setting_key = $1",
-            [("batch_size", "fifty"), ("check_sequence", '["header", "nonsense"]'),
-             ("log_level", "LOUD"), ("parallel_workers", "8")],
+            [
+                ("batch_size", "fifty"),
+                ("check_sequence", '["header", "nonsense"]'),
+                ("log_level", "LOUD"),
+                ("parallel_workers", "8"),
+            ],
         )
         await connection.execute(
-            "INSERT INTO system_settings (setting_key, setting_value) VALUES ('mystery', 'x')")
+            "INSERT INTO system_settings (setting_key, setting_value) VALUES ('mystery', 'x')"
+        )
         with caplog.at_level(logging.WARNING, logger="sms_gateway.settings"):
             settings = await store.reload(connection)
 
@@ -223,7 +241,8 @@ async def test_keep_fresh_applies_a_change_within_its_interval(owner_pool: async
     try:
         async with db.transaction(owner_pool) as connection:
             await connection.execute(
-                "UPDATE system_settings SET setting_value = '77' WHERE setting_key = 'batch_size'")
+                "UPDATE system_settings SET setting_value = '77' WHERE setting_key = 'batch_size'"
+            )
         for _ in range(100):
             if store.current.batch_size == 77:
                 break

@@ -76,5 +76,6 @@ async def stored_rows(pool: asyncpg.Pool) -> list[asyncpg.Record]:
     async with pool.acquire() as connection, connection.transaction():
         rows: list[asyncpg.Record] = await connection.fetch(
             "SELECT uuid, sender_number, sms_message, received_timestamp, source, "
-            "client_event_id FROM input_sms ORDER BY uuid")
+            "client_event_id FROM input_sms ORDER BY uuid"
+        )
     return rows

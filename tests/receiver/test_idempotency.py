@@ -29,8 +29,9 @@ async def test_fifty_concurrent_identical_deliveries_store_one_row(
     client: httpx.AsyncClient, owner_pool: asyncpg.Pool
 ) -> None:
     headers = {"Idempotency-Key": "same-delivery"}
-    responses = await asyncio.gather(*(
-        client.post("/sms/receive", json=SMS, headers=headers) for _ in range(50)))
+    responses = await asyncio.gather(
+        *(client.post("/sms/receive", json=SMS, headers=headers) for _ in range(50))
+    )
     assert {r.status_code for r in responses} == {202}
     uuids = {r.json()["uuid"] for r in responses}
     rows = await stored_rows(owner_pool)
@@ -57,8 +58,9 @@ async def test_a_repeated_batch_answers_the_same_uuids(
     batch = [SMS, {**SMS, "sms_message": "second"}]
     headers = {"Idempotency-Key": "batch-7"}
     first = await client.post("/sms/receive/batch", json=batch, headers=headers)
-    repeats = await asyncio.gather(*(
-        client.post("/sms/receive/batch", json=batch, headers=headers) for _ in range(5)))
+    repeats = await asyncio.gather(
+        *(client.post("/sms/receive/batch", json=batch, headers=headers) for _ in range(5))
+    )
     assert first.status_code == 202
     assert all(r.status_code == 202 and r.json() == first.json() for r in repeats)
     rows = await stored_rows(owner_pool)
@@ -82,8 +84,9 @@ async def test_a_batch_key_reused_for_a_different_batch_is_409_and_stores_nothin
 async def test_a_batch_key_longer_than_60_characters_is_refused(
     client: httpx.AsyncClient, owner_pool: asyncpg.Pool
 ) -> None:
-    response = await client.post("/sms/receive/batch", json=[SMS],
-                                 headers={"Idempotency-Key": "k" * 61})
+    response = await client.post(
+        "/sms/receive/batch", json=[SMS], headers={"Idempotency-Key": "k" * 61}
+    )
     assert response.status_code == 422
     assert response.json()["errors"][0]["field"] == "Idempotency-Key"
     assert await stored_rows(owner_pool) == []

@@ -48,10 +48,16 @@ def test_the_receive_span_is_in_the_sms_trace_with_its_insert_and_a_link() -> No
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     uuid = UUID("0192f3a4-5b6c-7d8e-9f01-23456789abcd")
-    http_span = SpanContext(trace_id=0xABC, span_id=0xDEF, is_remote=False,
-                            trace_flags=TraceFlags(TraceFlags.SAMPLED))
-    record_receive(provider.get_tracer("test"), StoredSms(uuid, False, 2_000, 3_000),
-                   source="api", request_started_ns=1_000, http_span=http_span)
+    http_span = SpanContext(
+        trace_id=0xABC, span_id=0xDEF, is_remote=False, trace_flags=TraceFlags(TraceFlags.SAMPLED)
+    )
+    record_receive(
+        provider.get_tracer("test"),
+        StoredSms(uuid, False, 2_000, 3_000),
+        source="api",
+        request_started_ns=1_000,
+        http_span=http_span,
+    )
     insert, receive = exporter.get_finished_spans()
     assert (receive.name, insert.name) == ("sms.receive", "input_sms.insert")
     assert receive.context.trace_id == insert.context.trace_id == uuid.int

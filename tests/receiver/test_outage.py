@@ -22,8 +22,13 @@ pytestmark = pytest.mark.fault
 
 async def _pgbouncer(database: FreshDatabase, *commands: str) -> None:
     console = await asyncpg.connect(
-        host="127.0.0.1", port=database.stack.pgbouncer_port, user="sms_owner",
-        password=database.stack.owner_password, database="pgbouncer", statement_cache_size=0)
+        host="127.0.0.1",
+        port=database.stack.pgbouncer_port,
+        user="sms_owner",
+        password=database.stack.owner_password,
+        database="pgbouncer",
+        statement_cache_size=0,
+    )
     try:
         for command in commands:
             await console.execute(command)  # the console speaks the simple protocol only
@@ -48,8 +53,10 @@ async def test_database_outage_is_503_then_recovers_without_restart(
         await _pgbouncer(database, f'DISABLE "{database.name}"', f'KILL "{database.name}"')
         try:
             during = await asyncio.gather(
-                *(client.post("/sms/receive", json={**SMS, "sms_message": f"outage {i}"})
-                  for i in range(5)),
+                *(
+                    client.post("/sms/receive", json={**SMS, "sms_message": f"outage {i}"})
+                    for i in range(5)
+                ),
                 client.post("/sms/receive/batch", json=[SMS, SMS]),
                 client.post("/sms/receive", json=SMS, headers={"Idempotency-Key": "k1"}),
             )

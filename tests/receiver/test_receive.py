@@ -33,12 +33,20 @@ from tests.receiver.conftest import SMS, stored_rows
     ],
 )
 async def test_real_content_is_stored_verbatim(
-    client: httpx.AsyncClient, owner_pool: asyncpg.Pool,
-    sender: str, message: str, stored_sender: str,
+    client: httpx.AsyncClient,
+    owner_pool: asyncpg.Pool,
+    sender: str,
+    message: str,
+    stored_sender: str,
 ) -> None:
-    response = await client.post("/sms/receive", json={
-        "sender_number": sender, "sms_message": message,
-        "received_timestamp": "2024-06-22T15:46:11.250+07:00"})
+    response = await client.post(
+        "/sms/receive",
+        json={
+            "sender_number": sender,
+            "sms_message": message,
+            "received_timestamp": "2024-06-22T15:46:11.250+07:00",
+        },
+    )
     assert response.status_code == 202, response.text
     uuid = UUID(response.json()["uuid"])
     [row] = await stored_rows(owner_pool)
@@ -87,7 +95,11 @@ def _without(name: str) -> dict[str, Any]:
     ],
 )
 async def test_refusals_name_the_field_and_rule_and_store_nothing(
-    client: httpx.AsyncClient, owner_pool: asyncpg.Pool, body: Any, field: str, rule_part: str,
+    client: httpx.AsyncClient,
+    owner_pool: asyncpg.Pool,
+    body: Any,
+    field: str,
+    rule_part: str,
 ) -> None:
     _refusal(await client.post("/sms/receive", json=body), 422, field, rule_part)
     assert await stored_rows(owner_pool) == []
@@ -97,8 +109,9 @@ async def test_lone_surrogates_are_refused(
     client: httpx.AsyncClient, owner_pool: asyncpg.Pool
 ) -> None:
     raw = json.dumps(SMS).replace("ACME", "\\ud800ACME").encode()
-    response = await client.post("/sms/receive", content=raw,
-                                 headers={"content-type": "application/json"})
+    response = await client.post(
+        "/sms/receive", content=raw, headers={"content-type": "application/json"}
+    )
     _refusal(response, 422, "sms_message", "lone surrogate U+D800 at position 0")
     assert await stored_rows(owner_pool) == []
 
@@ -106,18 +119,25 @@ async def test_lone_surrogates_are_refused(
 @pytest.mark.parametrize(
     ("raw", "rule_part"),
     [
-        (b'{"sender_number": "+1555", "sms_message": "caf\xe9", "received_timestamp": '
-         b'"2024-06-22T15:46:11Z"}', "UTF-8"),
+        (
+            b'{"sender_number": "+1555", "sms_message": "caf\xe9", "received_timestamp": '
+            b'"2024-06-22T15:46:11Z"}',
+            "UTF-8",
+        ),
         (b'{"sender_number": "+1555",', "must be JSON"),
         (b"", "must be JSON"),
         (b"[" * 30_000 + b"]" * 30_000, "nested"),  # within 64 KiB, past the parser's stack
     ],
 )
 async def test_invalid_utf8_and_malformed_json_are_refused(
-    client: httpx.AsyncClient, owner_pool: asyncpg.Pool, raw: bytes, rule_part: str,
+    client: httpx.AsyncClient,
+    owner_pool: asyncpg.Pool,
+    raw: bytes,
+    rule_part: str,
 ) -> None:
-    response = await client.post("/sms/receive", content=raw,
-                                 headers={"content-type": "application/json"})
+    response = await client.post(
+        "/sms/receive", content=raw, headers={"content-type": "application/json"}
+    )
     _refusal(response, 422, "body", rule_part)
     assert await stored_rows(owner_pool) == []
 
@@ -157,8 +177,10 @@ async def test_max_message_length_follows_the_setting_without_a_restart(
     client: httpx.AsyncClient, owner_pool: asyncpg.Pool
 ) -> None:
     async with owner_pool.acquire() as connection, connection.transaction():
-        await connection.execute("UPDATE system_settings SET setting_value = '10' "
-                                 "WHERE setting_key = 'max_message_length'")
+        await connection.execute(
+            "UPDATE system_settings SET setting_value = '10' "
+            "WHERE setting_key = 'max_message_length'"
+        )
     long_sms = _with(sms_message="x" * 11)
     for _ in range(100):  # the receiver reloads its settings every 2 s
         response = await client.post("/sms/receive", json=long_sms)
@@ -170,11 +192,11 @@ async def test_max_message_length_follows_the_setting_without_a_restart(
 
 # ---------------------------------------------------------------------------- batch
 
+
 async def test_a_batch_is_stored_in_input_order(
     client: httpx.AsyncClient, owner_pool: asyncpg.Pool
 ) -> None:
-    items = [_with(sms_message=f"message {i}", sender_number=f"+1555000{i:04d}")
-             for i in range(25)]
+    items = [_with(sms_message=f"message {i}", sender_number=f"+1555000{i:04d}") for i in range(25)]
     response = await client.post("/sms/receive/batch", json=items)
     assert response.status_code == 202, response.text
     uuids = [UUID(u) for u in response.json()["uuids"]]
@@ -194,7 +216,9 @@ async def test_a_batch_with_bad_items_names_each_and_stores_nothing(
     assert response.status_code == 422
     errors = response.json()["errors"]
     assert {(e["index"], e["field"]) for e in errors} == {
-        (1, "sms_message"), (3, "received_timestamp")}
+        (1, "sms_message"),
+        (3, "received_timestamp"),
+    }
     assert "[1].sms_message" in response.json()["detail"]
     assert await stored_rows(owner_pool) == []
 

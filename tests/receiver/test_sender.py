@@ -30,10 +30,12 @@ def test_examples(raw: str, canonical: str) -> None:
     assert normalise_sender(raw) == canonical
 
 
-@given(digits=st.text("0123456789", min_size=1, max_size=15),
-       prefix=st.sampled_from(["+", "00"]),
-       noise=st.lists(SEPARATORS, max_size=20),
-       positions=st.lists(st.integers(0, 30), max_size=20))
+@given(
+    digits=st.text("0123456789", min_size=1, max_size=15),
+    prefix=st.sampled_from(["+", "00"]),
+    noise=st.lists(SEPARATORS, max_size=20),
+    positions=st.lists(st.integers(0, 30), max_size=20),
+)
 def test_every_formatting_of_an_international_number_gives_its_digits(
     digits: str, prefix: str, noise: list[str], positions: list[int]
 ) -> None:

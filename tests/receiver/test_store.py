@@ -54,7 +54,8 @@ async def test_a_failed_flush_fails_exactly_its_own_requests(
             store.store(_sms("15550000001", "before")),
             store.store(_sms("1" * 16, "rejected")),
             store.store(_sms("15550000003", "after")),
-            return_exceptions=True)
+            return_exceptions=True,
+        )
     assert isinstance(results[0], StoredSms)
     assert isinstance(results[1], asyncpg.StringDataRightTruncationError)
     assert isinstance(results[2], StoredSms)
@@ -80,8 +81,10 @@ async def test_close_commits_every_request_already_taken(
     running_store: StoreFactory, owner_pool: asyncpg.Pool
 ) -> None:
     async with running_store(max_wait=0.05, max_rows=10, max_flushes=1) as store:
-        waiting = [asyncio.create_task(store.store(_sms(f"1555000{i:04d}", f"queued {i}")))
-                   for i in range(45)]
+        waiting = [
+            asyncio.create_task(store.store(_sms(f"1555000{i:04d}", f"queued {i}")))
+            for i in range(45)
+        ]
         await asyncio.sleep(0)  # all 45 are queued: the first group is still gathering
         await store.close()
         rows = {row["uuid"]: row["sms_message"] for row in await stored_rows(owner_pool)}

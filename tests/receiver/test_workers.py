@@ -47,8 +47,9 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def _running_receiver(database: FreshDatabase, tmp_path: Path) -> Iterator[
-        tuple[subprocess.Popen[bytes], str, Path]]:
+def _running_receiver(
+    database: FreshDatabase, tmp_path: Path
+) -> Iterator[tuple[subprocess.Popen[bytes], str, Path]]:
     port = _free_port()
     # TMPDIR: the metrics directory the master makes is then where this test can look into it.
     temporary = tmp_path / "tmp"
@@ -66,8 +67,11 @@ def _running_receiver(database: FreshDatabase, tmp_path: Path) -> Iterator[
     }
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [str(Path(sys.executable).parent / "sms-receiver")], env=environment,
-            stdout=log, stderr=subprocess.STDOUT)
+            [str(Path(sys.executable).parent / "sms-receiver")],
+            env=environment,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     try:
         yield process, f"http://127.0.0.1:{port}", temporary
     finally:
@@ -89,8 +93,12 @@ async def _wait_ready(client: httpx.AsyncClient, process: subprocess.Popen[bytes
 Answers = dict[int, httpx.Response | httpx.TransportError]
 
 
-async def _post_many(base_url: str, numbers: range, answers: Answers,
-                     answered: tuple[int, asyncio.Event] | None = None) -> None:
+async def _post_many(
+    base_url: str,
+    numbers: range,
+    answers: Answers,
+    answered: tuple[int, asyncio.Event] | None = None,
+) -> None:
     """POST one SMS per number into `answers`, 16 at a time, each on a fresh connection (so
     that both workers accept some); `answered` = (n, event): set the event after n answers."""
     slots = asyncio.Semaphore(16)
@@ -98,9 +106,14 @@ async def _post_many(base_url: str, numbers: range, answers: Answers,
     async def post(i: int) -> None:
         async with slots, httpx.AsyncClient(base_url=base_url, timeout=30) as client:
             try:
-                answers[i] = await client.post("/sms/receive", json={
-                    "sender_number": f"+1 555 {i:07d}", "sms_message": f"message number {i}",
-                    "received_timestamp": "2024-06-22T10:00:00+02:00"})
+                answers[i] = await client.post(
+                    "/sms/receive",
+                    json={
+                        "sender_number": f"+1 555 {i:07d}",
+                        "sms_message": f"message number {i}",
+                        "received_timestamp": "2024-06-22T10:00:00+02:00",
+                    },
+                )
             except httpx.TransportError as exc:  # refused once the receiver stops listening
                 answers[i] = exc
         if answered is not None and len(answers) >= answered[0]:
@@ -110,13 +123,20 @@ async def _post_many(base_url: str, numbers: range, answers: Answers,
 
 
 def _acknowledged(answers: Answers) -> dict[int, UUID]:
-    return {i: UUID(answer.json()["uuid"]) for i, answer in answers.items()
-            if isinstance(answer, httpx.Response) and answer.status_code == 202}
+    return {
+        i: UUID(answer.json()["uuid"])
+        for i, answer in answers.items()
+        if isinstance(answer, httpx.Response) and answer.status_code == 202
+    }
 
 
 def _stored_total(exposition: str) -> float:
-    return sum(sample.value for family in text_string_to_metric_families(exposition)
-               for sample in family.samples if sample.name == STORED)
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(exposition)
+        for sample in family.samples
+        if sample.name == STORED
+    )
 
 
 def _stored_per_worker(metrics_dir: Path, tmp_path: Path) -> dict[str, float]:
@@ -129,8 +149,11 @@ def _stored_per_worker(metrics_dir: Path, tmp_path: Path) -> dict[str, float]:
         registry = CollectorRegistry()
         MultiProcessCollector(registry, path=str(alone))  # type: ignore[no-untyped-call]
         counts[sample_file.stem.removeprefix("counter_")] = sum(
-            sample.value for metric in registry.collect() for sample in metric.samples
-            if sample.name == STORED)
+            sample.value
+            for metric in registry.collect()
+            for sample in metric.samples
+            if sample.name == STORED
+        )
     return counts
 
 
@@ -143,8 +166,9 @@ async def test_two_workers_store_every_acknowledged_sms_merge_metrics_and_stop_o
             await _wait_ready(client, process)
             first: Answers = {}
             await _post_many(base_url, range(400), first)
-            assert all(isinstance(a, httpx.Response) and a.status_code == 202
-                       for a in first.values()), first
+            assert all(
+                isinstance(a, httpx.Response) and a.status_code == 202 for a in first.values()
+            ), first
             exposition = (await client.get("/metrics")).text
 
         assert _stored_total(exposition) == 400
@@ -158,7 +182,8 @@ async def test_two_workers_store_every_acknowledged_sms_merge_metrics_and_stop_o
         second: Answers = {}
         under_way = asyncio.Event()
         second_wave = asyncio.create_task(
-            _post_many(base_url, range(1000, 1400), second, answered=(50, under_way)))
+            _post_many(base_url, range(1000, 1400), second, answered=(50, under_way))
+        )
         await under_way.wait()
         process.send_signal(signal.SIGTERM)
         await second_wave
@@ -179,11 +204,21 @@ LIVE_GAUGE_MODES = frozenset({"liveall", "livesum", "livemax", "livemin", "livem
 
 
 def test_every_gauge_the_receiver_imports_has_a_live_multiprocess_mode() -> None:
-    modules = [module for name, module in sorted(sys.modules.items())
-               if name.startswith(("services.receiver", "sms_gateway"))]
+    modules = [
+        module
+        for name, module in sorted(sys.modules.items())
+        if name.startswith(("services.receiver", "sms_gateway"))
+    ]
     assert "services.receiver.metrics" in {module.__name__ for module in modules}
-    gauges = {f"{module.__name__}.{name}": value for module in modules
-              for name, value in vars(module).items() if isinstance(value, Gauge)}
-    wrong = {name: gauge._multiprocess_mode for name, gauge in gauges.items()
-             if gauge._multiprocess_mode not in LIVE_GAUGE_MODES}
+    gauges = {
+        f"{module.__name__}.{name}": value
+        for module in modules
+        for name, value in vars(module).items()
+        if isinstance(value, Gauge)
+    }
+    wrong = {
+        name: gauge._multiprocess_mode
+        for name, gauge in gauges.items()
+        if gauge._multiprocess_mode not in LIVE_GAUGE_MODES
+    }
     assert not wrong, f"set multiprocess_mode on these gauges: {wrong}"

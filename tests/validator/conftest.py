@@ -73,8 +73,10 @@ async def insert_sms(pool: asyncpg.Pool, sms: Sequence[NewSms]) -> list[UUID]:
         rows = await connection.fetch(
             "INSERT INTO input_sms (sender_number, sms_message, received_timestamp) "
             "SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[]) RETURNING uuid",
-            [s.sender_number for s in sms], [s.sms_message for s in sms],
-            [s.received_timestamp or now for s in sms])
+            [s.sender_number for s in sms],
+            [s.sms_message for s in sms],
+            [s.received_timestamp or now for s in sms],
+        )
     return sorted(row["uuid"] for row in rows)
 
 
@@ -82,7 +84,9 @@ async def set_settings(pool: asyncpg.Pool, values: Mapping[str, str]) -> None:
     async with db.transaction(pool) as connection:
         await connection.executemany(
             "UPDATE system_settings SET setting_value = $2, updated_at = now() "
-            "WHERE setting_key = $1", list(values.items()))
+            "WHERE setting_key = $1",
+            list(values.items()),
+        )
 
 
 def make_runner(
@@ -93,8 +97,14 @@ def make_runner(
     secrets: CheckSecrets | None = None,
 ) -> BatchRunner:
     registry = checks.REGISTRY if checks_by_name is None else checks_by_name
-    return BatchRunner(pool, link, registry, secrets or CheckSecrets(),
-                       SettingsStore(known_checks=registry), settle_margin=0.01)
+    return BatchRunner(
+        pool,
+        link,
+        registry,
+        secrets or CheckSecrets(),
+        SettingsStore(known_checks=registry),
+        settle_margin=0.01,
+    )
 
 
 def make_engine(
@@ -103,8 +113,15 @@ def make_engine(
     checks_by_name: Mapping[str, Check] | None = None,
 ) -> Engine:
     registry = checks.REGISTRY if checks_by_name is None else checks_by_name
-    return Engine(pool, link, registry, CheckSecrets(), poll_interval=0.02,
-                  sweep_interval=0.3, settle_margin=0.01)
+    return Engine(
+        pool,
+        link,
+        registry,
+        CheckSecrets(),
+        poll_interval=0.02,
+        sweep_interval=0.3,
+        settle_margin=0.01,
+    )
 
 
 async def drain(runner: BatchRunner, *, kind: str = "batch") -> list[BatchOutcome]:
@@ -142,7 +159,8 @@ async def all_judged(pool: asyncpg.Pool) -> bool:
     async with db.transaction(pool, readonly=True) as connection:
         missing = await connection.fetchval(
             "SELECT count(*) FROM input_sms i WHERE NOT EXISTS (SELECT FROM sms_monitor m "
-            "WHERE m.uuid = i.uuid AND m.overall_status <> 'pending')")
+            "WHERE m.uuid = i.uuid AND m.overall_status <> 'pending')"
+        )
     return int(missing) == 0
 
 
@@ -154,14 +172,17 @@ async def final_state(pool: asyncpg.Pool) -> dict[str, Any]:
     async with db.transaction(pool, readonly=True) as connection:
         monitor = await connection.fetch(
             f"SELECT uuid, {CHECK_COLUMNS}, overall_status, failed_at_check, retry_count "
-            "FROM sms_monitor ORDER BY uuid")
+            "FROM sms_monitor ORDER BY uuid"
+        )
         out = await connection.fetch(
-            "SELECT uuid, sender_number, sms_message FROM out_sms ORDER BY uuid")
+            "SELECT uuid, sender_number, sms_message FROM out_sms ORDER BY uuid"
+        )
         counts = await connection.fetch(
-            "SELECT sender_number, message_count FROM count_sms ORDER BY sender_number")
+            "SELECT sender_number, message_count FROM count_sms ORDER BY sender_number"
+        )
         blacklist = await connection.fetch(
-            "SELECT sender_number, reason, message_count FROM blacklist_sms "
-            "ORDER BY sender_number")
+            "SELECT sender_number, reason, message_count FROM blacklist_sms ORDER BY sender_number"
+        )
     return {
         "sms_monitor": [tuple(r) for r in monitor],
         "out_sms": [tuple(r) for r in out],
@@ -179,13 +200,18 @@ async def reset_results(
         await connection.execute(
             f"TRUNCATE {tables}; "
             "UPDATE system_settings SET setting_value = '00000000-0000-0000-0000-000000000000' "
-            "WHERE setting_key = 'last_processed_uuid'")
+            "WHERE setting_key = 'last_processed_uuid'"
+        )
     await client.flushdb()
 
 
 async def sequential_state(
-    validator_pool: asyncpg.Pool, owner_pool: asyncpg.Pool, redis_link: RedisLink,
-    client: aioredis.Redis, *, batch_size: int = 1,
+    validator_pool: asyncpg.Pool,
+    owner_pool: asyncpg.Pool,
+    redis_link: RedisLink,
+    client: aioredis.Redis,
+    *,
+    batch_size: int = 1,
 ) -> dict[str, Any]:
     """The reference of SPEC §6.1: the same input judged again from scratch, uninterrupted, by
     one worker (by default one SMS a batch)."""

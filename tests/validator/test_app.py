@@ -28,14 +28,21 @@ from tests.validator.conftest import (
 @pytest.mark.fault
 @pytest.mark.usefixtures("service_environment")
 async def test_the_app_runs_the_engine_and_waits_out_a_redis_outage(
-    database: FreshDatabase, infra: Infra, monkeypatch: pytest.MonkeyPatch,
-    receiver_pool: asyncpg.Pool, owner_pool: asyncpg.Pool, redis_client: aioredis.Redis,
+    database: FreshDatabase,
+    infra: Infra,
+    monkeypatch: pytest.MonkeyPatch,
+    receiver_pool: asyncpg.Pool,
+    owner_pool: asyncpg.Pool,
+    redis_client: aioredis.Redis,
 ) -> None:
     monkeypatch.setenv("SMSGW_DATABASE_URL", database.url("sms_validator"))
     app = create_app(load_config(ValidatorConfig), settle_margin=0.01)
-    async with app.router.lifespan_context(app), httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://validator"
-    ) as client:
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://validator"
+        ) as client,
+    ):
         assert (await client.get("/health")).json() == {"status": "ok"}
 
         async def ready() -> bool:
@@ -48,8 +55,11 @@ async def test_the_app_runs_the_engine_and_waits_out_a_redis_outage(
         # Redis "moves" to a port where nothing listens: batches fail and are retried later.
         await set_settings(owner_pool, {"redis_port": "9", "max_database_retries": "1"})
         await insert_sms(receiver_pool, stream((s, True) for s in SENDERS[5:10]))
-        await wait_for(lambda: metric_above(client, "sms_validator_batch_failures_total"),
-                       within=30, what="a batch given up")
+        await wait_for(
+            lambda: metric_above(client, "sms_validator_batch_failures_total"),
+            within=30,
+            what="a batch given up",
+        )
         assert not await all_judged(owner_pool)
         await set_settings(owner_pool, {"redis_port": str(infra.redis_port)})
         await wait_for(lambda: all_judged(owner_pool), within=30, what="resumed by itself")
@@ -59,8 +69,9 @@ async def test_the_app_runs_the_engine_and_waits_out_a_redis_outage(
         metrics = (await client.get("/metrics")).text
         assert 'sms_validator_sms_total{status="valid"}' in metrics
         assert "sms_validator_check_results_total" in metrics
-    assert await redis_senders(redis_client) == await out_sms_senders(owner_pool) == set(
-        SENDERS[:10])
+    assert (
+        await redis_senders(redis_client) == await out_sms_senders(owner_pool) == set(SENDERS[:10])
+    )
 
 
 async def metric_above(client: httpx.AsyncClient, name: str) -> bool:

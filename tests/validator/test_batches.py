@@ -47,13 +47,19 @@ async def monitor_row(pool: asyncpg.Pool, uuid: UUID) -> asyncpg.Record:
 
 async def checkpoint(pool: asyncpg.Pool) -> UUID:
     async with db.transaction(pool, readonly=True) as connection:
-        return UUID(await connection.fetchval(
-            "SELECT setting_value FROM system_settings WHERE setting_key = 'last_processed_uuid'"))
+        return UUID(
+            await connection.fetchval(
+                "SELECT setting_value FROM system_settings WHERE setting_key = 'last_processed_uuid'"
+            )
+        )
 
 
 async def test_valid_sms_is_forwarded_once_and_its_sender_indexed(
-    validator_pool: asyncpg.Pool, receiver_pool: asyncpg.Pool, owner_pool: asyncpg.Pool,
-    redis_link: RedisLink, redis_client: aioredis.Redis,
+    validator_pool: asyncpg.Pool,
+    receiver_pool: asyncpg.Pool,
+    owner_pool: asyncpg.Pool,
+    redis_link: RedisLink,
+    redis_client: aioredis.Redis,
 ) -> None:
     sender = SENDERS[0]
     uuids = await insert_sms(receiver_pool, stream([(sender, True), (sender, True)]))
@@ -68,7 +74,10 @@ async def test_valid_sms_is_forwarded_once_and_its_sender_indexed(
     assert second["overall_status"] == "invalid"
     assert second["failed_at_check"] == "duplicate"
     assert (second["blacklist_check"], second["duplicate_check"], second["header_check"]) == (
-        1, 2, 0)
+        1,
+        2,
+        0,
+    )
     state = await final_state(owner_pool)
     assert state["out_sms"] == [(uuids[0], sender, valid_message(sender))]
     assert state["count_sms"] == [(sender, 2)]
@@ -78,8 +87,11 @@ async def test_valid_sms_is_forwarded_once_and_its_sender_indexed(
 
 
 async def test_threshold_blacklists_across_batches(
-    validator_pool: asyncpg.Pool, receiver_pool: asyncpg.Pool, owner_pool: asyncpg.Pool,
-    redis_link: RedisLink, redis_client: aioredis.Redis,
+    validator_pool: asyncpg.Pool,
+    receiver_pool: asyncpg.Pool,
+    owner_pool: asyncpg.Pool,
+    redis_link: RedisLink,
+    redis_client: aioredis.Redis,
 ) -> None:
     await set_settings(owner_pool, {"batch_size": "3"})
     sender = SENDERS[1]
@@ -96,26 +108,32 @@ async def test_threshold_blacklists_across_batches(
 
 
 async def test_disabled_and_unlisted_checks(
-    validator_pool: asyncpg.Pool, receiver_pool: asyncpg.Pool, owner_pool: asyncpg.Pool,
-    redis_link: RedisLink, redis_client: aioredis.Redis,
+    validator_pool: asyncpg.Pool,
+    receiver_pool: asyncpg.Pool,
+    owner_pool: asyncpg.Pool,
+    redis_link: RedisLink,
+    redis_client: aioredis.Redis,
 ) -> None:
     enabled = dict.fromkeys(checks.REGISTRY, True) | {"header": False}
-    await set_settings(owner_pool, {
-        "check_sequence": json.dumps(["header", "mobile", "blacklist"]),
-        "check_enabled": json.dumps(enabled),
-    })
+    await set_settings(
+        owner_pool,
+        {
+            "check_sequence": json.dumps(["header", "mobile", "blacklist"]),
+            "check_enabled": json.dumps(enabled),
+        },
+    )
     sender = SENDERS[2]
     [uuid] = await insert_sms(receiver_pool, stream([(sender, False)]))
     await drain(make_runner(validator_pool, redis_link))
     row = await monitor_row(owner_pool, uuid)
     # header disabled records 3 and the pipeline goes on; unlisted checks stay 0.
     assert (row["header_check"], row["mobile_check"], row["blacklist_check"]) == (3, 1, 1)
-    assert (row["duplicate_check"], row["hash_length_check"], row["time_window_check"]) == (
-        0, 0, 0)
+    assert (row["duplicate_check"], row["hash_length_check"], row["time_window_check"]) == (0, 0, 0)
     assert row["overall_status"] == "valid"
 
-    await set_settings(owner_pool, {"check_enabled": json.dumps(
-        dict.fromkeys(checks.REGISTRY, False))})
+    await set_settings(
+        owner_pool, {"check_enabled": json.dumps(dict.fromkeys(checks.REGISTRY, False))}
+    )
     [skipped] = await insert_sms(receiver_pool, stream([(SENDERS[3], True)]))
     await drain(make_runner(validator_pool, redis_link))
     row = await monitor_row(owner_pool, skipped)
@@ -140,8 +158,11 @@ class Flaky:
 
 
 async def test_a_raising_check_marks_error_without_side_effects_and_requeue_counts_once(
-    validator_pool: asyncpg.Pool, receiver_pool: asyncpg.Pool, owner_pool: asyncpg.Pool,
-    redis_link: RedisLink, redis_client: aioredis.Redis,
+    validator_pool: asyncpg.Pool,
+    receiver_pool: asyncpg.Pool,
+    owner_pool: asyncpg.Pool,
+    redis_link: RedisLink,
+    redis_client: aioredis.Redis,
 ) -> None:
     poisoned, other = SENDERS[4], SENDERS[5]
     flaky = Flaky(poisoned)
@@ -164,7 +185,9 @@ async def test_a_raising_check_marks_error_without_side_effects_and_requeue_coun
             "UPDATE sms_monitor SET overall_status = 'pending', blacklist_check = 0, "
             "duplicate_check = 0, header_check = 0, hash_length_check = 0, mobile_check = 0, "
             "time_window_check = 0, failed_at_check = NULL WHERE uuid = $1 "
-            "AND overall_status = 'error'", uuids[0])
+            "AND overall_status = 'error'",
+            uuids[0],
+        )
     flaky.poisoned = "nobody"
     sweeps = await drain(runner, kind="sweep")
     assert [(o.size, o.requeued) for o in sweeps] == [(1, 1)]
@@ -178,8 +201,11 @@ async def test_a_raising_check_marks_error_without_side_effects_and_requeue_coun
 
 
 async def test_redis_loss_is_rebuilt_and_a_lagging_index_caught_up(
-    validator_pool: asyncpg.Pool, receiver_pool: asyncpg.Pool, owner_pool: asyncpg.Pool,
-    redis_link: RedisLink, redis_client: aioredis.Redis,
+    validator_pool: asyncpg.Pool,
+    receiver_pool: asyncpg.Pool,
+    owner_pool: asyncpg.Pool,
+    redis_link: RedisLink,
+    redis_client: aioredis.Redis,
 ) -> None:
     runner = make_runner(validator_pool, redis_link)
     await insert_sms(receiver_pool, stream((s, True) for s in SENDERS[:30]))
@@ -204,8 +230,11 @@ async def test_redis_loss_is_rebuilt_and_a_lagging_index_caught_up(
 
 
 async def test_settings_take_effect_within_one_batch(
-    validator_pool: asyncpg.Pool, receiver_pool: asyncpg.Pool, owner_pool: asyncpg.Pool,
-    redis_link: RedisLink, redis_client: aioredis.Redis,
+    validator_pool: asyncpg.Pool,
+    receiver_pool: asyncpg.Pool,
+    owner_pool: asyncpg.Pool,
+    redis_link: RedisLink,
+    redis_client: aioredis.Redis,
 ) -> None:
     runner = make_runner(validator_pool, redis_link)
     await insert_sms(receiver_pool, stream((s, True) for s in SENDERS[:40]))
@@ -214,13 +243,17 @@ async def test_settings_take_effect_within_one_batch(
     await set_settings(owner_pool, {"batch_size": "3", "maintenance_mode": "true"})
     paused = await runner.run("batch")
     assert (paused.paused, paused.size) == ("maintenance", 0)
-    await set_settings(owner_pool, {"maintenance_mode": "false",
-                                    "check_sequence": json.dumps(["header", "blacklist"])})
+    await set_settings(
+        owner_pool,
+        {"maintenance_mode": "false", "check_sequence": json.dumps(["header", "blacklist"])},
+    )
     outcome = await runner.run("batch")
     assert outcome.size == 3
     assert all(list(v.results) == ["header", "blacklist"] for v in outcome.verdicts)
-    await set_settings(owner_pool, {"check_enabled": json.dumps(
-        dict.fromkeys(checks.REGISTRY, True) | {"header": False})})
+    await set_settings(
+        owner_pool,
+        {"check_enabled": json.dumps(dict.fromkeys(checks.REGISTRY, True) | {"header": False})},
+    )
     outcome = await runner.run("batch")
     assert all(v.results["header"] is CheckResult.SKIPPED for v in outcome.verdicts)
     await set_settings(owner_pool, {"log_level": "WARNING"})
@@ -230,45 +263,63 @@ async def test_settings_take_effect_within_one_batch(
 
 
 async def test_an_operators_blacklist_row_keeps_its_reason(
-    validator_pool: asyncpg.Pool, receiver_pool: asyncpg.Pool, owner_pool: asyncpg.Pool,
-    redis_link: RedisLink, redis_client: aioredis.Redis,
+    validator_pool: asyncpg.Pool,
+    receiver_pool: asyncpg.Pool,
+    owner_pool: asyncpg.Pool,
+    redis_link: RedisLink,
+    redis_client: aioredis.Redis,
 ) -> None:
     sender = SENDERS[6]
     async with db.transaction(owner_pool) as connection:
         await connection.execute(
             "INSERT INTO blacklist_sms (sender_number, reason, message_count) "
-            "VALUES ($1, 'fraud', 0)", sender)
+            "VALUES ($1, 'fraud', 0)",
+            sender,
+        )
     await set_settings(owner_pool, {"blacklist_threshold": "1"})
     uuids = await insert_sms(receiver_pool, [NewSms(sender, valid_message(sender))] * 2)
     await drain(make_runner(validator_pool, redis_link))
     assert [(await monitor_row(owner_pool, u))["failed_at_check"] for u in uuids] == [
-        "blacklist", "blacklist"]
+        "blacklist",
+        "blacklist",
+    ]
     state = await final_state(owner_pool)
     assert state["blacklist_sms"] == [(sender, "fraud", 2)]
 
 
 @pytest.mark.parametrize("workers", [1, 3])
 async def test_two_runners_at_once_equal_one(
-    validator_pool: asyncpg.Pool, receiver_pool: asyncpg.Pool, owner_pool: asyncpg.Pool,
-    redis_link: RedisLink, redis_client: aioredis.Redis, workers: int,
+    validator_pool: asyncpg.Pool,
+    receiver_pool: asyncpg.Pool,
+    owner_pool: asyncpg.Pool,
+    redis_link: RedisLink,
+    redis_client: aioredis.Redis,
+    workers: int,
 ) -> None:
     rng = random.Random(workers)
     senders = SENDERS[:25]
     await set_settings(owner_pool, {"batch_size": "9", "blacklist_threshold": "4"})
-    sms = [NewSms(s, valid_message(s) if rng.random() < 0.7 else "bad") for s in
-           (rng.choice(senders) for _ in range(300))]
+    sms = [
+        NewSms(s, valid_message(s) if rng.random() < 0.7 else "bad")
+        for s in (rng.choice(senders) for _ in range(300))
+    ]
     await insert_sms(receiver_pool, sms)
     runners = [make_runner(validator_pool, redis_link) for _ in range(workers + 1)]
     await asyncio.gather(*(drain(r) for r in runners))
     concurrent = await final_state(owner_pool)
-    assert concurrent == await sequential_state(validator_pool, owner_pool, redis_link,
-                                                redis_client)
+    assert concurrent == await sequential_state(
+        validator_pool, owner_pool, redis_link, redis_client
+    )
     assert await redis_senders(redis_client) == await out_sms_senders(owner_pool)
 
 
 async def test_a_bad_checkpoint_value_keeps_the_last_good_one(
-    validator_pool: asyncpg.Pool, receiver_pool: asyncpg.Pool, owner_pool: asyncpg.Pool,
-    redis_link: RedisLink, redis_client: aioredis.Redis, caplog: pytest.LogCaptureFixture,
+    validator_pool: asyncpg.Pool,
+    receiver_pool: asyncpg.Pool,
+    owner_pool: asyncpg.Pool,
+    redis_link: RedisLink,
+    redis_client: aioredis.Redis,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """SPEC §3: a bad value written by hand is refused and the last good one kept; for the
     checkpoint any value at or below the true one is safe (judged rows are never fetched)."""
@@ -279,8 +330,10 @@ async def test_a_bad_checkpoint_value_keeps_the_last_good_one(
     later = await insert_sms(receiver_pool, stream((s, False) for s in SENDERS[3:6]))
     assert [v.sms.uuid for o in await drain(runner) for v in o.verdicts] == later
     assert await checkpoint(owner_pool) == later[-1]  # the next batch wrote a good one
-    assert any(getattr(r, "setting_key", None) == "last_processed_uuid"
-               and r.levelno == logging.ERROR for r in caplog.records)
+    assert any(
+        getattr(r, "setting_key", None) == "last_processed_uuid" and r.levelno == logging.ERROR
+        for r in caplog.records
+    )
 
     # A process that never saw a good value starts from the default (all zeros).
     await set_settings(owner_pool, {"last_processed_uuid": "not-a-uuid"})
@@ -294,14 +347,18 @@ async def test_a_bad_checkpoint_value_keeps_the_last_good_one(
 
 
 async def test_a_missing_checkpoint_row_pauses_the_engine(
-    validator_pool: asyncpg.Pool, receiver_pool: asyncpg.Pool, owner_pool: asyncpg.Pool,
-    redis_link: RedisLink, redis_client: aioredis.Redis,
+    validator_pool: asyncpg.Pool,
+    receiver_pool: asyncpg.Pool,
+    owner_pool: asyncpg.Pool,
+    redis_link: RedisLink,
+    redis_client: aioredis.Redis,
 ) -> None:
     """Without the row there is no lock to serialise batches on: claim nothing until it is
     back, and never crash."""
     async with db.transaction(owner_pool) as connection:
         await connection.execute(
-            "DELETE FROM system_settings WHERE setting_key = 'last_processed_uuid'")
+            "DELETE FROM system_settings WHERE setting_key = 'last_processed_uuid'"
+        )
     uuids = await insert_sms(receiver_pool, stream((s, True) for s in SENDERS[:2]))
     runner = make_runner(validator_pool, redis_link)
     await runner.warm_up()
@@ -311,19 +368,22 @@ async def test_a_missing_checkpoint_row_pauses_the_engine(
     async with db.transaction(owner_pool) as connection:
         await connection.execute(
             "INSERT INTO system_settings (setting_key, setting_value) "
-            "VALUES ('last_processed_uuid', '00000000-0000-0000-0000-000000000000')")
+            "VALUES ('last_processed_uuid', '00000000-0000-0000-0000-000000000000')"
+        )
     assert [v.sms.uuid for o in await drain(runner) for v in o.verdicts] == uuids
     assert await checkpoint(owner_pool) == uuids[-1]
 
 
 def sweeper_found(reason: str) -> float:
-    return REGISTRY.get_sample_value(
-        "sms_validator_sweeper_found_total", {"reason": reason}) or 0.0
+    return REGISTRY.get_sample_value("sms_validator_sweeper_found_total", {"reason": reason}) or 0.0
 
 
 async def test_the_sweeper_judges_rows_left_below_the_checkpoint_once(
-    validator_pool: asyncpg.Pool, receiver_pool: asyncpg.Pool, owner_pool: asyncpg.Pool,
-    redis_link: RedisLink, redis_client: aioredis.Redis,
+    validator_pool: asyncpg.Pool,
+    receiver_pool: asyncpg.Pool,
+    owner_pool: asyncpg.Pool,
+    redis_link: RedisLink,
+    redis_client: aioredis.Redis,
 ) -> None:
     """The defence in depth of SPEC §6.2: committed rows below the checkpoint without a result
     (the horizon prevents them; a clock stepped back could make them) are judged by the sweeper,

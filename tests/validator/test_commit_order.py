@@ -22,8 +22,11 @@ from tests.validator.conftest import (
 
 
 async def test_a_row_committed_late_is_processed_once_and_in_order(
-    validator_pool: asyncpg.Pool, receiver_pool: asyncpg.Pool, owner_pool: asyncpg.Pool,
-    redis_link: RedisLink, redis_client: aioredis.Redis,
+    validator_pool: asyncpg.Pool,
+    receiver_pool: asyncpg.Pool,
+    owner_pool: asyncpg.Pool,
+    redis_link: RedisLink,
+    redis_client: aioredis.Redis,
 ) -> None:
     runner = make_runner(validator_pool, redis_link)
     early = await insert_sms(receiver_pool, stream([(SENDERS[0], True)]))
@@ -32,7 +35,10 @@ async def test_a_row_committed_late_is_processed_once_and_in_order(
         late_uuid = await held.fetchval(
             "INSERT INTO input_sms (sender_number, sms_message, received_timestamp) "
             "VALUES ($1, $2, $3) RETURNING uuid",
-            SENDERS[1], valid_message(SENDERS[1]), datetime.now(UTC))
+            SENDERS[1],
+            valid_message(SENDERS[1]),
+            datetime.now(UTC),
+        )
         later = await insert_sms(receiver_pool, stream((s, True) for s in SENDERS[2:12]))
         assert late_uuid < min(later)  # a naive `uuid > checkpoint` reader would skip it
         assert [o.size for o in await drain(runner)] == [1]  # only the row before the open one

@@ -42,17 +42,24 @@ from tests.validator.conftest import (
 
 def mixed_stream(rng: random.Random, count: int, senders: int) -> list[NewSms]:
     pool = SENDERS[:senders]
-    return [NewSms(s, valid_message(s) if rng.random() < 0.7 else f"BAD {s}")
-            for s in (rng.choice(pool) for _ in range(count))]
+    return [
+        NewSms(s, valid_message(s) if rng.random() < 0.7 else f"BAD {s}")
+        for s in (rng.choice(pool) for _ in range(count))
+    ]
 
 
 async def test_engines_with_workers_while_redis_is_flushed_equal_one_sequential_run(
-    validator_pool: asyncpg.Pool, receiver_pool: asyncpg.Pool, owner_pool: asyncpg.Pool,
-    redis_link: RedisLink, redis_client: aioredis.Redis, database: FreshDatabase,
+    validator_pool: asyncpg.Pool,
+    receiver_pool: asyncpg.Pool,
+    owner_pool: asyncpg.Pool,
+    redis_link: RedisLink,
+    redis_client: aioredis.Redis,
+    database: FreshDatabase,
 ) -> None:
     rng = random.Random(7)
-    await set_settings(owner_pool, {"batch_size": "13", "parallel_workers": "3",
-                                    "blacklist_threshold": "6"})
+    await set_settings(
+        owner_pool, {"batch_size": "13", "parallel_workers": "3", "blacklist_threshold": "6"}
+    )
     second_pool = await db.create_pool(database.url("sms_validator"), min_size=0, max_size=6)
     try:
         engines = [make_engine(validator_pool, redis_link), make_engine(second_pool, redis_link)]
@@ -70,13 +77,17 @@ async def test_engines_with_workers_while_redis_is_flushed_equal_one_sequential_
     assert len(forwarded) == len(set(forwarded))  # no sender forwarded twice
     await make_runner(validator_pool, redis_link).warm_up()  # as the sweeper's tick does
     assert await redis_senders(redis_client) == set(forwarded)
-    assert concurrent == await sequential_state(validator_pool, owner_pool, redis_link,
-                                                redis_client)
+    assert concurrent == await sequential_state(
+        validator_pool, owner_pool, redis_link, redis_client
+    )
 
 
 async def test_sweeper_processes_a_requeued_sms(
-    validator_pool: asyncpg.Pool, receiver_pool: asyncpg.Pool, owner_pool: asyncpg.Pool,
-    redis_link: RedisLink, redis_client: aioredis.Redis,
+    validator_pool: asyncpg.Pool,
+    receiver_pool: asyncpg.Pool,
+    owner_pool: asyncpg.Pool,
+    redis_link: RedisLink,
+    redis_client: aioredis.Redis,
 ) -> None:
     [uuid] = await insert_sms(receiver_pool, [NewSms(SENDERS[0], "BAD")])
     engine = make_engine(validator_pool, redis_link)
@@ -85,7 +96,9 @@ async def test_sweeper_processes_a_requeued_sms(
         async with db.transaction(owner_pool) as connection:
             await connection.execute(
                 "UPDATE sms_monitor SET overall_status = 'pending', header_check = 0, "
-                "blacklist_check = 0, failed_at_check = NULL WHERE uuid = $1", uuid)
+                "blacklist_check = 0, failed_at_check = NULL WHERE uuid = $1",
+                uuid,
+            )
         await wait_for(lambda: all_judged(owner_pool), what="the requeued SMS judged again")
     state = await final_state(owner_pool)
     assert state["count_sms"] == [(SENDERS[0], 2)]  # counted again: it was judged, not error
@@ -108,8 +121,12 @@ class ValidatorProcess:
         executable = Path(sys.executable).with_name("sms-validator")
         with log.open("ab") as output:
             self.process = subprocess.Popen(
-                [str(executable)], env=environment, stdout=output, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL)
+                [str(executable)],
+                env=environment,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
 
     async def wait_ready(self) -> None:
         """Until /ready answers 200: the engine has warmed up and is claiming batches."""
@@ -139,7 +156,9 @@ class ValidatorProcess:
 
 @pytest.fixture
 def start_validator(
-    database: FreshDatabase, infra: Infra, tmp_path: Path,
+    database: FreshDatabase,
+    infra: Infra,
+    tmp_path: Path,
 ) -> Iterator[Callable[[], ValidatorProcess]]:
     environment = {
         **os.environ,
@@ -165,13 +184,17 @@ def start_validator(
 @pytest.mark.slow
 @pytest.mark.fault
 async def test_sigkill_at_random_points_loses_and_duplicates_nothing(
-    validator_pool: asyncpg.Pool, receiver_pool: asyncpg.Pool, owner_pool: asyncpg.Pool,
-    redis_link: RedisLink, redis_client: aioredis.Redis,
+    validator_pool: asyncpg.Pool,
+    receiver_pool: asyncpg.Pool,
+    owner_pool: asyncpg.Pool,
+    redis_link: RedisLink,
+    redis_client: aioredis.Redis,
     start_validator: Callable[[], ValidatorProcess],
 ) -> None:
     rng = random.Random(11)
-    await set_settings(owner_pool, {"batch_size": "4", "blacklist_threshold": "8",
-                                    "parallel_workers": "2"})
+    await set_settings(
+        owner_pool, {"batch_size": "4", "blacklist_threshold": "8", "parallel_workers": "2"}
+    )
     await insert_sms(receiver_pool, mixed_stream(rng, 5000, 400))
     kills = 0
     while kills < 15 and not await all_judged(owner_pool):
@@ -190,14 +213,17 @@ async def test_sigkill_at_random_points_loses_and_duplicates_nothing(
     crashed = await final_state(owner_pool)
     assert await redis_senders(redis_client) == await out_sms_senders(owner_pool)
     # Equivalence to one SMS per batch is the property test's; here: to an uninterrupted run.
-    assert crashed == await sequential_state(validator_pool, owner_pool, redis_link,
-                                             redis_client, batch_size=50)
+    assert crashed == await sequential_state(
+        validator_pool, owner_pool, redis_link, redis_client, batch_size=50
+    )
 
 
 @pytest.mark.slow
 @pytest.mark.fault
 async def test_sigterm_finishes_the_batch_in_flight_and_exits_in_time(
-    receiver_pool: asyncpg.Pool, owner_pool: asyncpg.Pool, redis_client: aioredis.Redis,
+    receiver_pool: asyncpg.Pool,
+    owner_pool: asyncpg.Pool,
+    redis_client: aioredis.Redis,
     start_validator: Callable[[], ValidatorProcess],
 ) -> None:
     await set_settings(owner_pool, {"batch_size": "500"})
@@ -215,13 +241,16 @@ async def test_sigterm_finishes_the_batch_in_flight_and_exits_in_time(
     async with db.transaction(owner_pool, readonly=True) as connection:
         checkpoint = await connection.fetchval(
             "SELECT setting_value::uuid FROM system_settings "
-            "WHERE setting_key = 'last_processed_uuid'")
+            "WHERE setting_key = 'last_processed_uuid'"
+        )
         judged, above, counted = await connection.fetchrow(
             "SELECT count(*), count(*) FILTER (WHERE uuid > $1), "
             "(SELECT coalesce(sum(message_count), 0) FROM count_sms) FROM sms_monitor",
-            checkpoint)
+            checkpoint,
+        )
         below = await connection.fetchval(
-            "SELECT count(*) FROM input_sms WHERE uuid <= $1", checkpoint)
+            "SELECT count(*) FROM input_sms WHERE uuid <= $1", checkpoint
+        )
     # Whole batches only: everything up to the checkpoint is judged, nothing above it, and
     # every judged SMS was counted once.
     assert (judged, above) == (below, 0)
@@ -229,8 +258,11 @@ async def test_sigterm_finishes_the_batch_in_flight_and_exits_in_time(
 
 
 async def test_a_bad_checkpoint_value_never_stops_the_engine(
-    validator_pool: asyncpg.Pool, receiver_pool: asyncpg.Pool, owner_pool: asyncpg.Pool,
-    redis_link: RedisLink, redis_client: aioredis.Redis,
+    validator_pool: asyncpg.Pool,
+    receiver_pool: asyncpg.Pool,
+    owner_pool: asyncpg.Pool,
+    redis_link: RedisLink,
+    redis_client: aioredis.Redis,
 ) -> None:
     engine = make_engine(validator_pool, redis_link)
     async with running(engine) as task:

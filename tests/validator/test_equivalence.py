@@ -48,31 +48,53 @@ def message(kind: str, sender: str) -> NewSms:
 
 
 streams = st.lists(
-    st.tuples(st.integers(0, 5), st.sampled_from(["valid", "valid", "late", "other_mobile",
-                                                  "junk"])),
-    min_size=1, max_size=40)
+    st.tuples(
+        st.integers(0, 5), st.sampled_from(["valid", "valid", "late", "other_mobile", "junk"])
+    ),
+    min_size=1,
+    max_size=40,
+)
 sequences = st.lists(st.sampled_from(CHECK_NAMES), min_size=1, max_size=6, unique=True)
 enabled = st.fixed_dictionaries({name: st.booleans() for name in CHECK_NAMES})
 
 
 @pytest.mark.slow
-@settings(max_examples=18, deadline=None, derandomize=True,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-@given(stream=streams, sequence=sequences, enabled_checks=enabled,
-       threshold=st.integers(1, 4), batch_size=st.integers(1, 12),
-       workers=st.integers(1, 4))
+@settings(
+    max_examples=18,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    stream=streams,
+    sequence=sequences,
+    enabled_checks=enabled,
+    threshold=st.integers(1, 4),
+    batch_size=st.integers(1, 12),
+    workers=st.integers(1, 4),
+)
 async def test_any_batching_equals_one_sms_at_a_time(
-    validator_pool: asyncpg.Pool, receiver_pool: asyncpg.Pool, owner_pool: asyncpg.Pool,
-    redis_link: RedisLink, redis_client: aioredis.Redis,
-    stream: list[tuple[int, str]], sequence: list[str], enabled_checks: dict[str, bool],
-    threshold: int, batch_size: int, workers: int,
+    validator_pool: asyncpg.Pool,
+    receiver_pool: asyncpg.Pool,
+    owner_pool: asyncpg.Pool,
+    redis_link: RedisLink,
+    redis_client: aioredis.Redis,
+    stream: list[tuple[int, str]],
+    sequence: list[str],
+    enabled_checks: dict[str, bool],
+    threshold: int,
+    batch_size: int,
+    workers: int,
 ) -> None:
     await reset_results(owner_pool, redis_client, inputs=True)
-    common = {"check_sequence": json.dumps(sequence),
-              "check_enabled": json.dumps(enabled_checks),
-              "blacklist_threshold": str(threshold)}
-    await set_settings(owner_pool, common | {"batch_size": str(batch_size),
-                                             "parallel_workers": str(workers)})
+    common = {
+        "check_sequence": json.dumps(sequence),
+        "check_enabled": json.dumps(enabled_checks),
+        "blacklist_threshold": str(threshold),
+    }
+    await set_settings(
+        owner_pool, common | {"batch_size": str(batch_size), "parallel_workers": str(workers)}
+    )
     await insert_sms(receiver_pool, [message(kind, SENDERS[i]) for i, kind in stream])
 
     async with running(make_engine(validator_pool, redis_link)):
@@ -80,6 +102,5 @@ async def test_any_batching_equals_one_sms_at_a_time(
     batched: dict[str, Any] = await final_state(owner_pool)
     batched_set = await redis_senders(redis_client)
 
-    assert batched == await sequential_state(validator_pool, owner_pool, redis_link,
-                                             redis_client)
+    assert batched == await sequential_state(validator_pool, owner_pool, redis_link, redis_client)
     assert batched_set == await redis_senders(redis_client) == await out_sms_senders(owner_pool)

@@ -32,10 +32,15 @@ def _stored_form(sender_number: str) -> str:
     return sender
 
 
-Sender = Annotated[str, Path(
-    min_length=1, max_length=64,
-    description="as received or as stored: `+44 7700 900123` and `447700900123` are one sender",
-), AfterValidator(_stored_form)]
+Sender = Annotated[
+    str,
+    Path(
+        min_length=1,
+        max_length=64,
+        description="as received or as stored: `+44 7700 900123` and `447700900123` are one sender",
+    ),
+    AfterValidator(_stored_form),
+]
 
 
 def _like_prefix(prefix: str) -> str:
@@ -46,19 +51,30 @@ def _like_prefix(prefix: str) -> str:
 
 def _entry(row: asyncpg.Record, current_count: int | None) -> BlacklistEntry:
     return BlacklistEntry(
-        sender_number=row["sender_number"], blacklisted_at=row["blacklisted_at"],
-        reason=row["reason"], message_count=row["message_count"], current_count=current_count)
+        sender_number=row["sender_number"],
+        blacklisted_at=row["blacklisted_at"],
+        reason=row["reason"],
+        message_count=row["message_count"],
+        current_count=current_count,
+    )
 
 
 @router.get("", summary="Blacklisted senders in order, a page at a time")
 async def list_blacklist(
     state: State,
-    sender_prefix: Annotated[str | None, Query(
-        min_length=1, max_length=64,
-        description="only senders that start with this, written as received or as stored "
-                    "(`+44 7700` finds `447700...`)"), AfterValidator(_stored_form)] = None,
-    after: Annotated[str | None, Query(
-        max_length=15, description="next_after of the previous page")] = None,
+    sender_prefix: Annotated[
+        str | None,
+        Query(
+            min_length=1,
+            max_length=64,
+            description="only senders that start with this, written as received or as stored "
+            "(`+44 7700` finds `447700...`)",
+        ),
+        AfterValidator(_stored_form),
+    ] = None,
+    after: Annotated[
+        str | None, Query(max_length=15, description="next_after of the previous page")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> BlacklistPage:
     pattern = _like_prefix(sender_prefix) if sender_prefix is not None else None
@@ -66,14 +82,15 @@ async def list_blacklist(
         rows = await connection.fetch(queries.BLACKLIST_PAGE, pattern, after, limit + 1)
     entries = [_entry(row, row["current_count"]) for row in rows[:limit]]
     return BlacklistPage(
-        entries=entries, next_after=entries[-1].sender_number if len(rows) > limit else None)
+        entries=entries, next_after=entries[-1].sender_number if len(rows) > limit else None
+    )
 
 
 @router.delete(
     "/{sender_number}",
     summary="Remove a sender from the blacklist and reset its count",
     description="In one transaction: the blacklist_sms row and the sender's count_sms row are "
-                "deleted, so the sender starts again as a new sender.",
+    "deleted, so the sender starts again as a new sender.",
     responses={404: {"model": Problem, "description": "the sender is not blacklisted"}},
 )
 async def remove_from_blacklist(
@@ -84,6 +101,8 @@ async def remove_from_blacklist(
         if removed is None:
             raise SenderNotBlacklisted(sender_number)
         count_before = await connection.fetchval(queries.COUNT_REMOVE, sender_number)
-    logger.info("sender removed from the blacklist",
-                extra={"removed_by": removed_by, "count_reset_from": count_before})
+    logger.info(
+        "sender removed from the blacklist",
+        extra={"removed_by": removed_by, "count_reset_from": count_before},
+    )
     return BlacklistRemoval(removed=_entry(removed, None), count_reset_from=count_before)

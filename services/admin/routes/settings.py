@@ -40,7 +40,8 @@ from sms_gateway.settings import (
 logger = logging.getLogger(__name__)
 
 SETTINGS_CHANGES = Counter(
-    "sms_admin_settings_changes_total", "Settings changed through the admin API.", ["key"])
+    "sms_admin_settings_changes_total", "Settings changed through the admin API.", ["key"]
+)
 
 router = APIRouter(prefix="/settings", tags=["settings"])
 
@@ -54,14 +55,20 @@ def setting_view(key: str, row: asyncpg.Record | None, known_checks: frozenset[s
     invalid: str | None = None
     if row is not None:
         try:
-            value = to_json(key, parse_setting_text(key, row["setting_value"],
-                                                    known_checks=known_checks))
+            value = to_json(
+                key, parse_setting_text(key, row["setting_value"], known_checks=known_checks)
+            )
         except SettingValueError as exc:
             value, invalid = row["setting_value"], exc.rule
     return SettingView(
-        key=key, value=value, rule=setting_rule(key), meaning=setting_meaning(key),
-        default=default, read_only=is_read_only(key),
-        updated_at=row["updated_at"] if row is not None else None, invalid=invalid,
+        key=key,
+        value=value,
+        rule=setting_rule(key),
+        meaning=setting_meaning(key),
+        default=default,
+        read_only=is_read_only(key),
+        updated_at=row["updated_at"] if row is not None else None,
+        invalid=invalid,
     )
 
 
@@ -82,19 +89,24 @@ async def settings_audit(
     state: State,
     key: Annotated[str | None, Query(max_length=50, description="only this key")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    before_id: Annotated[int | None, Query(ge=1, description="next_before_id of the previous "
-                                                             "page")] = None,
+    before_id: Annotated[
+        int | None, Query(ge=1, description="next_before_id of the previous page")
+    ] = None,
 ) -> AuditPage:
     async with db.transaction(state.pool, readonly=True) as connection:
         rows = await connection.fetch(queries.AUDIT_PAGE, key, limit + 1, before_id)
     entries = [
-        AuditEntry(id=row["id"], key=row["setting_key"], old_value=row["old_value"],
-                   new_value=row["new_value"], changed_by=row["changed_by"],
-                   changed_at=row["changed_at"])
+        AuditEntry(
+            id=row["id"],
+            key=row["setting_key"],
+            old_value=row["old_value"],
+            new_value=row["new_value"],
+            changed_by=row["changed_by"],
+            changed_at=row["changed_at"],
+        )
         for row in rows[:limit]
     ]
-    return AuditPage(entries=entries,
-                     next_before_id=entries[-1].id if len(rows) > limit else None)
+    return AuditPage(entries=entries, next_before_id=entries[-1].id if len(rows) > limit else None)
 
 
 @router.get("/{key}", summary="One setting", responses={404: {"model": Problem}})
@@ -108,9 +120,14 @@ async def read_setting(key: str, state: State) -> SettingView:
 @router.put(
     "/{key}",
     summary="Change one setting (typed validation, audited)",
-    responses={404: {"model": Problem, "description": "no such setting"},
-               422: {"model": Problem, "description": "the value breaks the key's rule, or the "
-                                                      "key is read-only; nothing changed"}},
+    responses={
+        404: {"model": Problem, "description": "no such setting"},
+        422: {
+            "model": Problem,
+            "description": "the value breaks the key's rule, or the "
+            "key is read-only; nothing changed",
+        },
+    },
 )
 async def change_setting(
     key: str, update: SettingUpdate, state: State, changed_by: Operator
@@ -127,12 +144,23 @@ async def change_setting(
         if locked is not None:
             if old_text == text:
                 row = await connection.fetchrow(queries.SETTING_ONE, key)
-                return SettingChange(setting=setting_view(key, row, state.known_checks),
-                                     changed=False, changed_by=changed_by)
+                return SettingChange(
+                    setting=setting_view(key, row, state.known_checks),
+                    changed=False,
+                    changed_by=changed_by,
+                )
             row = await connection.fetchrow(queries.SETTING_UPDATE, key, text)
         await connection.execute(queries.AUDIT_INSERT, key, old_text, text, changed_by)
     SETTINGS_CHANGES.labels(key=key).inc()
-    logger.info("setting changed", extra={"setting_key": key, "old_value": old_text,
-                                          "new_value": text, "changed_by": changed_by})
-    return SettingChange(setting=setting_view(key, row, state.known_checks), changed=True,
-                         changed_by=changed_by)
+    logger.info(
+        "setting changed",
+        extra={
+            "setting_key": key,
+            "old_value": old_text,
+            "new_value": text,
+            "changed_by": changed_by,
+        },
+    )
+    return SettingChange(
+        setting=setting_view(key, row, state.known_checks), changed=True, changed_by=changed_by
+    )

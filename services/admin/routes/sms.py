@@ -40,25 +40,42 @@ def _meaning(code: int | None) -> str:
 
 def sms_detail(row: asyncpg.Record) -> SmsDetail:
     started, completed = row["processing_started_at"], row["processing_completed_at"]
-    processing_ms = ((completed - started).total_seconds() * 1000
-                     if started is not None and completed is not None else None)
-    checks = [
-        CheckOutcome(name=name, code=row[f"{name}_check"] or 0,
-                     result=_meaning(row[f"{name}_check"]))
-        for name in CHECK_COLUMNS
-    ] if row["judged"] else []
-    out_sms = OutSms(
-        sender_number=row["out_sender_number"], sms_message=row["out_sms_message"],
-        validation_status=row["out_validation_status"],
-        forwarded_timestamp=row["out_forwarded_timestamp"], created_at=row["out_created_at"],
-    ) if row["forwarded"] else None
+    processing_ms = (
+        (completed - started).total_seconds() * 1000
+        if started is not None and completed is not None
+        else None
+    )
+    checks = (
+        [
+            CheckOutcome(
+                name=name, code=row[f"{name}_check"] or 0, result=_meaning(row[f"{name}_check"])
+            )
+            for name in CHECK_COLUMNS
+        ]
+        if row["judged"]
+        else []
+    )
+    out_sms = (
+        OutSms(
+            sender_number=row["out_sender_number"],
+            sms_message=row["out_sms_message"],
+            validation_status=row["out_validation_status"],
+            forwarded_timestamp=row["out_forwarded_timestamp"],
+            created_at=row["out_created_at"],
+        )
+        if row["forwarded"]
+        else None
+    )
     return SmsDetail(
         uuid=row["uuid"],
         trace_id=row["uuid"].hex,
         input=InputSms(
-            sender_number=row["sender_number"], sms_message=row["sms_message"],
-            received_timestamp=row["received_timestamp"], created_at=row["created_at"],
-            source=row["source"], client_event_id=row["client_event_id"],
+            sender_number=row["sender_number"],
+            sms_message=row["sms_message"],
+            received_timestamp=row["received_timestamp"],
+            created_at=row["created_at"],
+            source=row["source"],
+            client_event_id=row["client_event_id"],
         ),
         overall_status=(row["overall_status"] or "unset") if row["judged"] else NOT_JUDGED,
         failed_at_check=row["failed_at_check"],
@@ -75,8 +92,10 @@ def sms_detail(row: asyncpg.Record) -> SmsDetail:
 @router.get(
     "/{sms_uuid}",
     summary="One SMS: its input row, every check result, its status and out_sms row",
-    responses={404: {"model": Problem, "description": "no SMS has this uuid"},
-               422: {"description": "not a uuid"}},
+    responses={
+        404: {"model": Problem, "description": "no SMS has this uuid"},
+        422: {"description": "not a uuid"},
+    },
 )
 async def read_sms(sms_uuid: UUID, state: State) -> SmsDetail:
     async with db.transaction(state.pool, readonly=True) as connection:
@@ -90,11 +109,13 @@ async def read_sms(sms_uuid: UUID, state: State) -> SmsDetail:
     "/{sms_uuid}/requeue",
     summary="Send an SMS in error back to the validator",
     description="Only where overall_status is 'error': its status becomes 'pending', every "
-                "check result 0, failed_at_check null; retry_count is kept. The validator "
-                "judges it again.",
-    responses={404: {"model": Problem, "description": "no SMS has this uuid"},
-               409: {"model": Problem, "description": "the SMS is not in error"},
-               422: {"description": "not a uuid"}},
+    "check result 0, failed_at_check null; retry_count is kept. The validator "
+    "judges it again.",
+    responses={
+        404: {"model": Problem, "description": "no SMS has this uuid"},
+        409: {"model": Problem, "description": "the SMS is not in error"},
+        422: {"description": "not a uuid"},
+    },
 )
 async def requeue_sms(sms_uuid: UUID, state: State, requeued_by: Operator) -> Requeued:
     async with db.transaction(state.pool) as connection:
@@ -107,5 +128,6 @@ async def requeue_sms(sms_uuid: UUID, state: State, requeued_by: Operator) -> Re
         status = (current["overall_status"] or "unset") if current["judged"] else NOT_JUDGED
         raise SmsNotInError(sms_uuid, status)
     logger.info("SMS requeued", extra={"sms_uuid": str(sms_uuid), "requeued_by": requeued_by})
-    return Requeued(uuid=row["uuid"], overall_status=row["overall_status"],
-                    retry_count=row["retry_count"])
+    return Requeued(
+        uuid=row["uuid"], overall_status=row["overall_status"], retry_count=row["retry_count"]
+    )

@@ -40,13 +40,15 @@ async def read_stats(state: State) -> Stats:
         except SettingValueError:
             # Written by hand and broken: the validator keeps its last good one, so do we.
             checkpoint = state.settings.current.last_processed_uuid
-        row = await conn.fetchrow(queries.STATS, checkpoint, BACKLOG_COUNT_CAP,
-                                  float(THROUGHPUT_WINDOW_SECONDS))
+        row = await conn.fetchrow(
+            queries.STATS, checkpoint, BACKLOG_COUNT_CAP, float(THROUGHPUT_WINDOW_SECONDS)
+        )
     assert row is not None
     now = row["at"]
     by_status: dict[str, int] = json.loads(row["by_status"])
-    waiting = [at for at in (row["oldest_after_checkpoint"], row["oldest_pending"])
-               if at is not None]
+    waiting = [
+        at for at in (row["oldest_after_checkpoint"], row["oldest_pending"]) if at is not None
+    ]
     oldest = min(waiting) if waiting else None
     return Stats(
         at=now,
@@ -59,7 +61,8 @@ async def read_stats(state: State) -> Stats:
             pending=by_status.get("pending", 0),
             oldest_unprocessed_at=oldest,
             oldest_unprocessed_age_seconds=(
-                max((now - oldest).total_seconds(), 0.0) if oldest is not None else None),
+                max((now - oldest).total_seconds(), 0.0) if oldest is not None else None
+            ),
         ),
         throughput=Throughput(
             window_seconds=THROUGHPUT_WINDOW_SECONDS,

@@ -15,16 +15,18 @@ from typing import Final
 
 from fastapi import APIRouter, Response
 
-CONTENT_SECURITY_POLICY: Final = "; ".join((
-    "default-src 'none'",
-    "script-src 'self'",
-    "style-src 'self'",
-    "connect-src 'self'",
-    "img-src 'self'",
-    "base-uri 'none'",
-    "form-action 'none'",
-    "frame-ancestors 'none'",
-))
+CONTENT_SECURITY_POLICY: Final = "; ".join(
+    (
+        "default-src 'none'",
+        "script-src 'self'",
+        "style-src 'self'",
+        "connect-src 'self'",
+        "img-src 'self'",
+        "base-uri 'none'",
+        "form-action 'none'",
+        "frame-ancestors 'none'",
+    )
+)
 HEADERS: Final = {
     "Content-Security-Policy": CONTENT_SECURITY_POLICY,
     "X-Content-Type-Options": "nosniff",
@@ -56,6 +58,5 @@ def ui_router() -> APIRouter:
     files = resources.files(__name__)
     for path, (name, media_type) in ASSETS.items():
         body = files.joinpath(name).read_bytes()
-        router.add_api_route(path, _responder(body, media_type), methods=["GET"],
-                             name=f"ui:{name}")
+        router.add_api_route(path, _responder(body, media_type), methods=["GET"], name=f"ui:{name}")
     return router

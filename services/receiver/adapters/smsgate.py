@@ -33,8 +33,12 @@ def signature(key: bytes, body: bytes, timestamp: str) -> str:
 
 
 def verify_signature(
-    key: bytes, body: bytes, signature_header: str | None, timestamp_header: str | None,
-    *, now: float | None = None,
+    key: bytes,
+    body: bytes,
+    signature_header: str | None,
+    timestamp_header: str | None,
+    *,
+    now: float | None = None,
 ) -> None:
     """Raise `SignatureRefused` unless the headers sign `body` within the allowed clock skew."""
     if not signature_header or not timestamp_header:
@@ -47,7 +51,8 @@ def verify_signature(
     current = time.time() if now is None else now
     if abs(current - timestamp) > MAX_CLOCK_SKEW_SECONDS:
         raise SignatureRefused(
-            f"X-Timestamp is more than {MAX_CLOCK_SKEW_SECONDS} s away from the receiver's clock")
+            f"X-Timestamp is more than {MAX_CLOCK_SKEW_SECONDS} s away from the receiver's clock"
+        )
     expected = signature(key, body, timestamp_header)
     if not hmac.compare_digest(expected.encode(), signature_header.encode("utf-8", "replace")):
         raise SignatureRefused("X-Signature does not match the body")
@@ -73,18 +78,27 @@ def received_sms(envelope: dict[str, Any], *, max_message_length: int) -> Incomi
         raise InvalidSms([Problem("id", "must be a string")])
     key = idempotency_key(event_id, field="id")
     sender_field = "payload.sender" if payload.get("sender") is not None else "payload.phoneNumber"
-    problems = [Problem(name, "is required")
-                for name, present in (("payload.message", "message" in payload),
-                                      ("payload.receivedAt", "receivedAt" in payload),
-                                      ("payload.sender or payload.phoneNumber",
-                                       payload.get(sender_field.removeprefix("payload."))
-                                       is not None))
-                if not present]
+    problems = [
+        Problem(name, "is required")
+        for name, present in (
+            ("payload.message", "message" in payload),
+            ("payload.receivedAt", "receivedAt" in payload),
+            (
+                "payload.sender or payload.phoneNumber",
+                payload.get(sender_field.removeprefix("payload.")) is not None,
+            ),
+        )
+        if not present
+    ]
     if problems:
         raise InvalidSms(problems)
     result = build_sms(
-        payload[sender_field.removeprefix("payload.")], payload["message"], payload["receivedAt"],
-        max_message_length=max_message_length, source=SOURCE, client_event_id=key,
+        payload[sender_field.removeprefix("payload.")],
+        payload["message"],
+        payload["receivedAt"],
+        max_message_length=max_message_length,
+        source=SOURCE,
+        client_event_id=key,
         field_names=(sender_field, "payload.message", "payload.receivedAt"),
     )
     if isinstance(result, list):

@@ -33,8 +33,7 @@ _DEFAULT_PORTS: Final = {"http": 80, "https": 443}
 def parse_form(body: bytes) -> list[tuple[str, str]]:
     text = body_text(body)
     try:
-        return parse_qsl(text, keep_blank_values=True, strict_parsing=bool(text),
-                         errors="strict")
+        return parse_qsl(text, keep_blank_values=True, strict_parsing=bool(text), errors="strict")
     except (ValueError, UnicodeDecodeError):
         raise InvalidSms([Problem("body", "must be application/x-www-form-urlencoded")]) from None
 
@@ -64,8 +63,10 @@ def verify_signature(
     if not signature_header:
         raise SignatureRefused("X-Twilio-Signature is required")
     given = signature_header.encode("utf-8", "replace")
-    matches = [hmac.compare_digest(signature(token, variant, params).encode(), given)
-               for variant in _url_variants(url)]
+    matches = [
+        hmac.compare_digest(signature(token, variant, params).encode(), given)
+        for variant in _url_variants(url)
+    ]
     if not any(matches):
         raise SignatureRefused("X-Twilio-Signature does not match the URL and parameters")
 
@@ -80,7 +81,7 @@ def request_url(scheme: str, headers: Mapping[str, str], path: str, query: str) 
     forwarded_host = headers.get("x-forwarded-host")
     if forwarded_proto:
         scheme = forwarded_proto.split(",")[0].strip()
-    host = (forwarded_host.split(",")[0].strip() if forwarded_host else headers.get("host", ""))
+    host = forwarded_host.split(",")[0].strip() if forwarded_host else headers.get("host", "")
     return f"{scheme}://{host}{path}" + (f"?{query}" if query else "")
 
 
@@ -88,14 +89,21 @@ def inbound_sms(
     params: list[tuple[str, str]], *, arrived_at: datetime, max_message_length: int
 ) -> IncomingSms:
     fields = dict(params)
-    problems = [Problem(name, "is required") for name in ("MessageSid", "From", "Body")
-                if name not in fields]
+    problems = [
+        Problem(name, "is required")
+        for name in ("MessageSid", "From", "Body")
+        if name not in fields
+    ]
     if problems:
         raise InvalidSms(problems)
     key = idempotency_key(fields["MessageSid"], field="MessageSid")
     result = build_sms(
-        fields["From"], fields["Body"], arrived_at,
-        max_message_length=max_message_length, source=SOURCE, client_event_id=key,
+        fields["From"],
+        fields["Body"],
+        arrived_at,
+        max_message_length=max_message_length,
+        source=SOURCE,
+        client_event_id=key,
         field_names=("From", "Body", "received_timestamp"),
     )
     if isinstance(result, list):
