@@ -197,8 +197,8 @@ class SmsStore:
         try:
             uuids = await self._with_retries("input_sms.insert", lambda: self._insert_once(rows))
         except RetriesExhaustedError as exc:
-            logger.error(
-                "cannot store SMS: database unreachable",  # noqa: TRY400
+            logger.error(  # noqa: TRY400
+                "cannot store SMS: database unreachable",
                 extra={"rows": len(rows), "error": str(exc)},
             )
             self._fail(group, StorageUnavailable())

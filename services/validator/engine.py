@@ -162,9 +162,9 @@ class Engine:
             )
         except RetriesExhaustedError as exc:
             metrics.BATCH_FAILURES.labels(kind).inc()
-            logger.error(
+            logger.error(  # noqa: TRY400
                 "%s failed after retries; retrying later",
-                kind,  # noqa: TRY400
+                kind,
                 extra={"error": str(exc), "cause": type(exc.__cause__).__name__},
             )
             await self._sleep(backoff_delay(retries + 2, cap=10.0) + 1.0)
