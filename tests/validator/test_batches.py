@@ -49,7 +49,8 @@ async def checkpoint(pool: asyncpg.Pool) -> UUID:
     async with db.transaction(pool, readonly=True) as connection:
         return UUID(
             await connection.fetchval(
-                "SELECT setting_value FROM system_settings WHERE setting_key = 'last_processed_uuid'"
+                "SELECT setting_value FROM system_settings "
+                "WHERE setting_key = 'last_processed_uuid'"
             )
         )
 
