@@ -84,7 +84,7 @@ class Model:
                     secrets=secrets,
                     parts=MessageParts.parse(sms.sms_message, settings.message_separator),
                     now=now,
-                    ledger=_NoLedger(),  # type: ignore[arg-type]
+                    ledger=_NoLedger(),
                 )
                 result = int(checks.REGISTRY[name](sms, context))
             results[name] = result

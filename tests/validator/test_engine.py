@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from functools import partial
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -226,9 +227,7 @@ async def test_sigkill_of_either_process_at_any_progress_loses_and_duplicates_no
     kills = 0
     for step in range(1, 16):
         target = total * step // 16
-        await wait_for(
-            lambda target=target: _at_least(owner_pool, target), within=90, what=f"{target}"
-        )
+        await wait_for(partial(_at_least, owner_pool, target), within=90, what=f"{target}")
         victim = rng.randrange(2)
         await asyncio.sleep(rng.uniform(0.0, 0.2))
         validators[victim].kill()

@@ -203,7 +203,7 @@ async def test_a_write_through_of_more_members_than_lua_can_unpack(
 ) -> None:
     """Lua's unpack stops at ~8,000 values: a batch of 10,000 new senders (batch_size's
     bound) must still reach the set in one write-through."""
-    context = IndexContext(pool=None, token="t", partitions=2, ttl=600)  # type: ignore[arg-type]
+    context = IndexContext(pool=None, token="t", partitions=2, ttl=600)
     await redis_client.hset(MARKS_KEY, mapping={"db": "t", "n": 2, "p0": 0, "p1": 0})
     members = [sender(n) for n in range(20_000)]
     size = await write_through(redis_client, context, members, {0: (0, 20_000)})
