@@ -11,8 +11,8 @@ import signal
 import subprocess
 import sys
 import time
-from functools import partial
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 
 import asyncpg
