@@ -9,6 +9,10 @@ drain     N SMS of a workload like real traffic (mostly distinct senders, about 
           timestamps give (first start to last completion); CPU seconds of the validator's
           processes and of PostgreSQL's over the drain say what limits it.
 plans     EXPLAIN (ANALYZE, BUFFERS) of a batch's read at several table sizes.
+recovery  how long the real validator takes from its start to judging a new SMS: with a complete
+          Redis index (the baseline), with the index 100,000 forwarded senders behind (a Redis
+          restored from an older snapshot), and with the index empty, over millions of
+          forwarded senders.
 
 Run against a stack of its own (docs/benchmarks.md, "Validator"):
 
@@ -17,6 +21,7 @@ Run against a stack of its own (docs/benchmarks.md, "Validator"):
     .venv/bin/sms-stack up --infra-only
     .venv/bin/python -m bench.validator_throughput drain --sms 200000 --configs 1x1,1x2,2x1,default
     .venv/bin/python -m bench.validator_throughput plans --sizes 1000,10000000
+    .venv/bin/python -m bench.validator_throughput recovery --senders 3000000 --lag 100000
     .venv/bin/sms-stack down
 
 It refuses any database whose name does not start with `smsgw_bench`: it empties the tables.
@@ -280,6 +285,114 @@ async def checkpoint_of(owner: asyncpg.Connection, size: int) -> UUID:
     return checkpoint
 
 
+FILL_FORWARDED = """
+WITH senders AS (
+    SELECT '4475' || lpad(g::text, 8, '0') AS sender_number FROM generate_series(1, $1::int) g
+)
+INSERT INTO forwarded_senders (sender_number, partition_no, seq, first_uuid)
+SELECT sender_number, p, row_number() OVER (PARTITION BY p ORDER BY sender_number),
+       uuid_v7_lower_bound(now() - interval '1 day')
+FROM (SELECT sender_number, sms_sender_partition(sender_number, $2) AS p FROM senders) s
+"""
+SET_SEQS = """
+UPDATE validator_partitions p SET forwarded_seq = f.last
+FROM (SELECT partition_no, max(seq) AS last FROM forwarded_senders GROUP BY 1) f
+WHERE f.partition_no = p.partition_no
+"""
+
+
+async def time_to_judge(config: StackConfig, owner: asyncpg.Connection, label: str) -> float:
+    """Start the validator as it ships, send one SMS from a sender already forwarded, and time
+    until it is judged (a duplicate); returns seconds."""
+    await owner.execute(
+        "TRUNCATE input_sms CASCADE; TRUNCATE validator_workers; "
+        "UPDATE validator_partitions SET owner = NULL, lease_expires_at = '-infinity'"
+    )
+    await owner.execute(
+        "INSERT INTO input_sms (sender_number, sms_message, received_timestamp) "
+        "VALUES ('447500000001', 'ABC 0123456789abcdef +447500000001', now())"
+    )
+    env = {**os.environ, **config.service_env("validator"), "SMSGW_LOG_FORMAT": "json"}
+    env.pop("SMSGW_PROCESSES", None)
+    executable = Path(sys.executable).with_name("sms-validator")
+    log = Path(config.state_dir) / "bench-validator-recovery.log"
+    started = time.perf_counter()
+    with log.open("ab") as output:
+        process = subprocess.Popen(  # noqa: ASYNC220 (the start is what is timed)
+            [str(executable)],
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        while True:
+            verdict = await owner.fetchval("SELECT failed_at_check FROM sms_monitor LIMIT 1")
+            if verdict is not None:
+                break
+            if process.poll() is not None:
+                raise SystemExit(f"sms-validator exited; see {log}")
+            await asyncio.sleep(0.05)
+        seconds = time.perf_counter() - started
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(40)
+    assert verdict == "duplicate", verdict
+    print(f"  {label:<55}{seconds:8.2f} s")
+    return seconds
+
+
+async def recovery(config: StackConfig, senders: int, lag: int) -> None:
+    from redis import asyncio as aioredis  # noqa: PLC0415
+    from services.validator.index import MARKS_KEY, SET_KEY  # noqa: PLC0415
+
+    owner = await asyncpg.connect(config.admin_url_for(config.db_name))
+    redis = aioredis.Redis(
+        port=config.redis_port, password=config.redis_password, decode_responses=True
+    )
+    partitions = int(await owner.fetchval(sql.PARTITION_COUNT))
+    await owner.execute("TRUNCATE input_sms CASCADE")
+    await owner.execute(RESET)
+    started = time.perf_counter()
+    await owner.execute(FILL_FORWARDED, senders, partitions)
+    await owner.execute(SET_SEQS)
+    await owner.execute("VACUUM ANALYZE forwarded_senders")
+    print(
+        f"{senders} forwarded senders in {partitions} partitions "
+        f"(filled in {time.perf_counter() - started:.0f} s); one process per core"
+    )
+    await redis.flushdb()
+    empty = await time_to_judge(config, owner, "index empty (rebuilt from the database)")
+    memory = int((await redis.info("memory"))["used_memory"])
+    print(
+        f"  Redis: {await redis.scard(SET_KEY)} members, {memory / 2**20:.0f} MiB, "
+        f"{memory / max(1, senders):.0f} bytes per sender"
+    )
+    complete = await time_to_judge(config, owner, "index complete (the baseline)")
+    # A Redis restored from an older snapshot: each partition's latest senders gone, `lag` in all.
+    per_partition = lag // partitions
+    rows = await owner.fetch(
+        "SELECT f.sender_number FROM forwarded_senders f JOIN validator_partitions p "
+        "USING (partition_no) WHERE f.seq > p.forwarded_seq - $1",
+        per_partition,
+    )
+    for start in range(0, len(rows), 10_000):
+        await redis.srem(SET_KEY, *(r["sender_number"] for r in rows[start : start + 10_000]))
+    marks = await redis.hgetall(MARKS_KEY)
+    await redis.hset(
+        MARKS_KEY,
+        mapping={
+            str(k): int(v) - per_partition for k, v in marks.items() if str(k).startswith("p")
+        },
+    )
+    behind = await time_to_judge(config, owner, f"index {len(rows)} senders behind (caught up)")
+    print(
+        f"  ratios to the baseline: behind {behind / complete:.1f}x, empty {empty / complete:.1f}x"
+    )
+    await redis.aclose()
+    await owner.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -290,14 +403,19 @@ def main() -> None:
     drain_parser.add_argument("--otlp", default=None, help="OTLP/HTTP endpoint: tracing on")
     plans_parser = commands.add_parser("plans", help="EXPLAIN a batch's read at table sizes")
     plans_parser.add_argument("--sizes", default="1000,10000000")
+    recovery_parser = commands.add_parser("recovery", help="time to judge after a restart")
+    recovery_parser.add_argument("--senders", type=int, default=3_000_000)
+    recovery_parser.add_argument("--lag", type=int, default=100_000)
     args = parser.parse_args()
     config = StackConfig()
     if not config.db_name.startswith("smsgw_bench"):
         raise SystemExit("refusing: SMSGW_DB_NAME must start with smsgw_bench (it is emptied)")
     if args.command == "drain":
         asyncio.run(drain(config, args.sms, args.configs.split(","), args.batch_size, args.otlp))
-    else:
+    elif args.command == "plans":
         asyncio.run(plans(config, [int(n) for n in args.sizes.split(",")]))
+    else:
+        asyncio.run(recovery(config, args.senders, args.lag))
 
 
 if __name__ == "__main__":
