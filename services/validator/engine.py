@@ -260,6 +260,7 @@ class Engine:
         try:
             async with db.transaction(self.pool) as connection:
                 await connection.execute(sql.PUBLISH_CHECKPOINT)
+                partitions = await connection.fetch(sql.PARTITION_STATES)
                 checkpoint = await connection.fetchval(sql.LOWEST_CHECKPOINT)
                 if checkpoint is None:
                     return
@@ -267,6 +268,9 @@ class Engine:
         except TRANSIENT as exc:
             logger.warning("cannot measure the backlog", extra={"error": type(exc).__name__})
             return
+        for row in partitions:
+            metrics.PARTITION_LAG.labels(str(row["partition_no"])).set(float(row["lag_seconds"]))
+        metrics.PARTITIONS_UNHELD.set(sum(1 for row in partitions if not row["held"]))
         metrics.BACKLOG_SIZE.set(size)
         age = (datetime.now(UTC) - oldest).total_seconds() if oldest is not None else 0.0
         metrics.BACKLOG_AGE.set(max(0.0, age))
