@@ -137,8 +137,12 @@ class BatchRunner:
         self._solo = Leases(pool, SOLO_WORKER)
 
     # ------------------------------------------------------------------ batches
-    async def run(self, kind: Kind, leases: Leases | None = None) -> BatchOutcome:
-        """One batch or sweep of the partitions `leases` holds. Without leases the runner acts
+    async def run(
+        self, kind: Kind, leases: Leases | None = None, *, look_back: bool = True
+    ) -> BatchOutcome:
+        """One batch or sweep of the partitions `leases` holds; a sweep without `look_back`
+        takes only requeued SMS (cheap), with it also rows missed in the last `sweep_window`
+        seconds below the checkpoints (a range scan). Without leases the runner acts
         as the worker `SOLO_WORKER` (tools and tests that drive batches by hand): every runner
         without leases is that one worker, so such runners take turns on the same partition
         locks, as the engine's workers never do."""
@@ -148,7 +152,7 @@ class BatchRunner:
             await leases.heartbeat()
         started = time.perf_counter()
         async with db.transaction(self.pool, isolation="read_committed") as connection:
-            written = await self._in_transaction(connection, kind, leases)
+            written = await self._in_transaction(connection, kind, leases, look_back)
         outcome = written.outcome
         if outcome.lost:
             leases.lost(outcome.lost)
@@ -167,7 +171,7 @@ class BatchRunner:
         return outcome
 
     async def _in_transaction(
-        self, connection: asyncpg.Connection, kind: Kind, leases: Leases
+        self, connection: asyncpg.Connection, kind: Kind, leases: Leases, look_back: bool
     ) -> _Written:
         held = {
             row["partition_no"]: HeldPartition(row["checkpoint"], row["forwarded_seq"])
@@ -184,7 +188,9 @@ class BatchRunner:
         if not held:
             return _Written(BatchOutcome(kind, settings, lost=lost))
 
-        rows, new_checkpoints = await self._fetch(connection, kind, held, settings, partitions)
+        rows, new_checkpoints = await self._fetch(
+            connection, kind, held, settings, partitions, look_back=look_back
+        )
         if not rows:
             if kind == "batch":
                 await self._advance_idle(connection, leases.worker_id, held, new_checkpoints)
@@ -262,6 +268,8 @@ class BatchRunner:
         held: Mapping[int, HeldPartition],
         settings: RuntimeSettings,
         partitions: int,
+        *,
+        look_back: bool,
     ) -> tuple[list[asyncpg.Record], dict[int, UUID]]:
         """The rows of a batch or sweep, and the partitions' checkpoints after it."""
         # One checkpoint per partition; other workers' partitions hold a value that lets none of
@@ -274,7 +282,7 @@ class BatchRunner:
             rows = await connection.fetch(
                 sql.FETCH_SWEEP,
                 highest,
-                self.sweep_window,
+                self.sweep_window if look_back else 0.0,
                 settings.batch_size,
                 checkpoints,
                 partitions,
