@@ -479,3 +479,36 @@ async def test_repartitioning_offline_judges_on_as_the_model_says(
     assert marks == await forwarded_seqs(owner_pool)
     assert set(marks) == set(range(5))
     assert await redis_senders(redis_client) == await out_sms_senders(owner_pool)
+
+
+async def test_an_sms_the_database_refuses_to_store_is_marked_error_and_the_rest_judged(
+    validator_pool: asyncpg.Pool,
+    receiver_pool: asyncpg.Pool,
+    owner_pool: asyncpg.Pool,
+    redis_link: RedisLink,
+    redis_client: aioredis.Redis,
+) -> None:
+    """SPEC §6.4: a poison SMS must not stall its batch for ever. Here out_sms was changed by
+    hand so that one valid SMS no longer fits (a DataError on every attempt): the batch is
+    narrowed until that SMS is alone, it is written `error` with no side effects, and every other
+    SMS is judged as the model says."""
+    async with db.transaction(owner_pool) as connection:
+        await connection.execute("ALTER TABLE out_sms ALTER COLUMN sms_message TYPE varchar(34)")
+    poisoned = SENDERS[10]
+    long_header = f"ABCDEFGHIJK 0123456789abcdef +{poisoned}"  # valid, but 42 characters
+    sms = [NewSms(s, valid_message(s)) for s in SENDERS[11:20]]
+    sms.insert(4, NewSms(poisoned, long_header))
+    await set_settings(owner_pool, {"batch_size": "10"})
+    uuids = await insert_sms(receiver_pool, sms)
+    await drain(make_runner(validator_pool, redis_link))
+    bad = await monitor_row(owner_pool, uuids[4])
+    assert (bad["overall_status"], bad["failed_at_check"]) == ("error", "write")
+    state = await final_state(owner_pool)
+    assert poisoned not in {sender for sender, _ in state["count_sms"]}  # no side effects
+    assert [row[1] for row in state["out_sms"]] == list(SENDERS[11:20])
+    assert all(
+        (await monitor_row(owner_pool, u))["overall_status"] == "valid"
+        for u in uuids
+        if u != uuids[4]
+    )
+    assert await redis_senders(redis_client) == set(SENDERS[11:20])
