@@ -42,7 +42,6 @@ from typing import Any, Final, cast
 import asyncpg
 import redis.asyncio as aioredis
 from prometheus_client import Counter, Gauge
-from redis.typing import EncodableT
 
 from services.validator import sql
 from services.validator.errors import IndexIncompleteError
@@ -107,6 +106,24 @@ redis.call('EXPIRE', KEYS[1], ARGV[3])
 redis.call('EXPIRE', KEYS[2], ARGV[3])
 if result < 0 then return result end
 return redis.call('SCARD', KEYS[1])
+"""
+
+
+# KEYS: scratch set, set, marks. ARGV: members the scratch set must hold, TTL, token, partition
+# count, then field/seq pairs. Swaps the rebuilt set in with its marks only if it still holds
+# every member written to it; returns 1, or 0 (nothing changed).
+_SWAP_IN: Final = """
+if redis.call('SCARD', KEYS[1]) ~= tonumber(ARGV[1]) then return 0 end
+redis.call('DEL', KEYS[3])
+if tonumber(ARGV[1]) > 0 then
+  redis.call('RENAME', KEYS[1], KEYS[2])
+  redis.call('EXPIRE', KEYS[2], ARGV[2])
+else
+  redis.call('DEL', KEYS[2])
+end
+redis.call('HSET', KEYS[3], 'db', ARGV[3], 'n', ARGV[4], unpack(ARGV, 5))
+redis.call('EXPIRE', KEYS[3], ARGV[2])
+return 1
 """
 
 
@@ -300,18 +317,16 @@ async def rebuild(client: aioredis.Redis, context: IndexContext, *, reason: str)
                 total += len(chunk)
                 last = chunk[-1]
                 await asyncio.sleep(0)  # let the process's other batches breathe
-        marks: dict[EncodableT, EncodableT] = {"db": context.token, "n": context.partitions}
-        marks.update({_mark_field(p): seq for p, seq in seqs.items()})
-        async with client.pipeline(transaction=True) as pipe:
-            pipe.delete(MARKS_KEY)
-            if total:
-                pipe.rename(scratch, SET_KEY)
-                pipe.expire(SET_KEY, context.ttl)
-            else:
-                pipe.delete(SET_KEY)
-            pipe.hset(MARKS_KEY, mapping=marks)
-            pipe.expire(MARKS_KEY, context.ttl)
-            await pipe.execute()
+        marks: list[str | int] = [context.token, context.partitions]
+        for partition, seq in seqs.items():
+            marks += [_mark_field(partition), seq]
+        swapped = await cast(
+            Any,
+            client.eval(_SWAP_IN, 3, scratch, SET_KEY, MARKS_KEY, total, context.ttl, *marks),
+        )
+        if int(swapped) != 1:
+            # The scratch set lost members on the way (a flush mid-rebuild): never claim it.
+            raise IndexIncompleteError("the rebuilt set changed before it was swapped in")
     INDEX_REPAIRS.labels(kind="rebuild").inc()
     INDEX_SIZE.set(total)
     logger.warning(

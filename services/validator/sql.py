@@ -153,11 +153,15 @@ WITH me AS (
     VALUES ($1, clock_timestamp() + make_interval(secs => $2::float8))
     ON CONFLICT (worker_id) DO UPDATE SET expires_at = EXCLUDED.expires_at
     RETURNING 1
+), mine AS (
+    -- Locked in partition order, as a batch locks them, so that the two never deadlock.
+    SELECT partition_no FROM validator_partitions WHERE owner = $1
+    ORDER BY partition_no FOR UPDATE
 ), renewed AS (
-    UPDATE validator_partitions
+    UPDATE validator_partitions p
     SET lease_expires_at = clock_timestamp() + make_interval(secs => $2::float8)
-    WHERE owner = $1
-    RETURNING partition_no
+    FROM mine WHERE p.partition_no = mine.partition_no
+    RETURNING p.partition_no
 )
 SELECT (SELECT count(*) FROM validator_workers
         WHERE expires_at > clock_timestamp() AND worker_id <> $1) + 1 AS workers,
