@@ -44,6 +44,12 @@ from sms_gateway.redis import RedisLink
 from sms_gateway.settings import SettingsStore
 
 SENDERS = [f"447911{n:06d}" for n in range(2000)]
+# The naive baseline's result row: a column per registered check.
+MONITOR_INSERT = (
+    f"INSERT INTO sms_monitor (uuid, {', '.join(checks.result_columns())}, overall_status)"
+    f" VALUES ($1, {', '.join(f'${i + 2}' for i in range(len(checks.REGISTRY)))},"
+    f" ${len(checks.REGISTRY) + 2})"
+)
 RESET = """
 TRUNCATE sms_monitor, out_sms, count_sms, blacklist_sms;
 UPDATE system_settings SET setting_value = '00000000-0000-0000-0000-000000000000'
@@ -149,9 +155,7 @@ async def run_naive(pool: asyncpg.Pool, link: RedisLink, limit: int) -> int:
                     break
             status = "invalid" if CheckResult.FAIL in results.values() else "valid"
             await connection.execute(
-                "INSERT INTO sms_monitor (uuid, blacklist_check, duplicate_check, header_check,"
-                " hash_length_check, mobile_check, time_window_check, overall_status)"
-                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                MONITOR_INSERT,
                 sms.uuid,
                 *(int(results.get(n, 0)) for n in checks.REGISTRY),
                 status,
