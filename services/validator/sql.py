@@ -195,7 +195,7 @@ def write_statement(check_names: Sequence[str]) -> str:
                 "batch_id",
             )
         ]
-        # A requeued SMS keeps the attempts it spent before (contracts §6).
+        # A requeued SMS keeps the attempts it spent before (SPEC §7).
         + ["retry_count = m.retry_count + EXCLUDED.retry_count"]
     )
     # Only identifiers checked above are formatted in; every value is a bound parameter.
