@@ -193,7 +193,7 @@ def checks_only(stream: list[tuple[str, str]]) -> float:
     judge_batch(
         batch,
         checks=checks.REGISTRY,
-        settings=SettingsStore().current,
+        settings=checks.DEFAULT_SETTINGS,
         secrets=CheckSecrets(),
         ledger=ledger,
     )
