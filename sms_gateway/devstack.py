@@ -1,10 +1,16 @@
 """`sms-stack`: the whole gateway on one machine, without Docker.
 
 It needs PostgreSQL running (reached over a direct superuser connection) and the pgbouncer and
-redis-server programs installed. `up` creates the service roles and the database, applies the
-migrations, starts pgbouncer and Redis of its own, then the receiver, validator and admin
-services, and waits until each answers `/ready`. `down` stops what `up` started. `test` brings
-up the infrastructure on its own ports, runs pytest against it and takes it down again.
+redis-server programs installed. `up` runs the production bootstrap (`sms_gateway.bootstrap`:
+roles, database, migrations, settings, pgbouncer's auth file), starts pgbouncer and Redis of its
+own (or RELOADs a running pgbouncer whose auth file changed), then the receiver, validator and
+admin services, and waits until each answers `/ready`; a second `up` changes nothing. `down`
+stops what `up` started. `test` brings up the infrastructure on its own ports, runs pytest
+against it (the whole suite with its coverage floor when given no arguments) and takes it down
+again.
+
+A development tool, not part of what runs in production: an import contract in pyproject.toml
+keeps the services, the migrator and the bootstrap from importing it.
 
 Everything is set by environment variables with development defaults (see `StackConfig`), so
 that several stacks can run side by side, each in its own state directory with its own ports
