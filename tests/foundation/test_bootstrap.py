@@ -120,8 +120,6 @@ async def test_a_bad_pinned_setting_or_missing_password_is_refused(infra: Infra)
 # ------------------------------------------------------------------ a cluster that checks passwords
 
 ROOT = Path(__file__).resolve().parents[2]
-SCRAM_CLUSTER = "scramtest"
-SCRAM_PORT = 5499
 
 
 def _free_port() -> int:
@@ -135,28 +133,28 @@ def _cluster_version() -> str:
     return sorted(os.listdir("/etc/postgresql"), key=lambda v: [int(p) for p in v.split(".")])[-1]
 
 
-def _drop_cluster(version: str) -> None:
-    subprocess.run(
-        ["pg_dropcluster", "--stop", version, SCRAM_CLUSTER], capture_output=True, check=False
-    )
+def _drop_cluster(version: str, name: str) -> None:
+    subprocess.run(["pg_dropcluster", "--stop", version, name], capture_output=True, check=False)
 
 
 @pytest.fixture
 def scram_cluster() -> Iterator[str]:
-    """A throwaway PostgreSQL cluster on port 5499 that checks passwords with scram-sha-256 on
-    TCP (as any standard install does); only the superuser is trusted, on loopback, as the
-    harness's own cluster trusts it. Its superuser URL."""
+    """A throwaway PostgreSQL cluster (a name and a port of its own, so that test runs side by
+    side do not meet) that checks passwords with scram-sha-256 on TCP, as any standard install
+    does; only the superuser is trusted, on loopback, as the harness's own cluster trusts it.
+    Its superuser URL."""
     if shutil.which("pg_createcluster") is None:
         pytest.skip("pg_createcluster is not installed (Debian's postgresql-common)")
     version = _cluster_version()
-    _drop_cluster(version)
+    name = f"scramtest_{uuid.uuid4().hex[:8]}"
+    port = _free_port()
     subprocess.run(
         [
             "pg_createcluster",
             version,
-            SCRAM_CLUSTER,
+            name,
             "-p",
-            str(SCRAM_PORT),
+            str(port),
             "--",
             "--auth-host=scram-sha-256",
             "--auth-local=peer",
@@ -165,16 +163,16 @@ def scram_cluster() -> Iterator[str]:
         check=True,
     )
     try:
-        hba = Path("/etc/postgresql") / version / SCRAM_CLUSTER / "pg_hba.conf"
+        hba = Path("/etc/postgresql") / version / name / "pg_hba.conf"
         hba.write_text("host all postgres 127.0.0.1/32 trust\n" + hba.read_text())
         subprocess.run(
-            ["pg_ctlcluster", "--skip-systemctl-redirect", version, SCRAM_CLUSTER, "start"],
+            ["pg_ctlcluster", "--skip-systemctl-redirect", version, name, "start"],
             capture_output=True,
             check=True,
         )
-        yield f"postgresql://postgres@127.0.0.1:{SCRAM_PORT}/postgres"
+        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
     finally:
-        _drop_cluster(version)
+        _drop_cluster(version, name)
 
 
 async def _login(port: int, role: str, password: str, database: str) -> int:
@@ -212,7 +210,9 @@ async def test_stack_up_twice_and_stack_test_keep_the_running_pgbouncer_working(
 ) -> None:
     root = ROOT
     stack = [str(Path(sys.executable).with_name("sms-stack"))]
-    state = root / ".stack-scramtest"
+    run_id = uuid.uuid4().hex[:8]
+    state = root / f".stack-scramtest-{run_id}"
+    other_state = root / f".stack-scramtest-{run_id}-2"
     environment = {
         **{k: v for k, v in os.environ.items() if not k.startswith("SMSGW_")},
         "SMSGW_STACK_DIR": str(state),
@@ -251,7 +251,7 @@ async def test_stack_up_twice_and_stack_test_keep_the_running_pgbouncer_working(
             "test",
             "--",
             "--version",
-            SMSGW_STACK_DIR=str(root / ".stack-scramtest-2"),
+            SMSGW_STACK_DIR=str(other_state),
             SMSGW_PGBOUNCER_PORT=str(_free_port()),
             SMSGW_REDIS_PORT=str(_free_port()),
         )
@@ -267,4 +267,4 @@ async def test_stack_up_twice_and_stack_test_keep_the_running_pgbouncer_working(
     finally:
         run("down")
         shutil.rmtree(state, ignore_errors=True)
-        shutil.rmtree(root / ".stack-scramtest-2", ignore_errors=True)
+        shutil.rmtree(other_state, ignore_errors=True)
