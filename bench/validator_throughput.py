@@ -104,13 +104,19 @@ async def run_engine(pool: asyncpg.Pool, link: RedisLink, runners: int) -> int:
     return done
 
 
+# The naive design serialises on the one global checkpoint row (the engine now locks partitions).
+NAIVE_LOCK_CHECKPOINT = """
+SELECT setting_value FROM system_settings WHERE setting_key = 'last_processed_uuid' FOR UPDATE
+"""
+
+
 async def run_naive(pool: asyncpg.Pool, link: RedisLink, limit: int) -> int:
     """One SMS per transaction, a Redis round trip per SMS: the design the engine replaces."""
     store = SettingsStore(known_checks=checks.REGISTRY)
     done = 0
     while done < limit:
         async with db.transaction(pool) as connection:
-            checkpoint = await connection.fetchval(sql.LOCK_CHECKPOINT)
+            checkpoint = await connection.fetchval(NAIVE_LOCK_CHECKPOINT)
             settings = await store.reload(connection)
             row = await connection.fetchrow(
                 "SELECT * FROM input_sms WHERE uuid > $1::uuid ORDER BY uuid LIMIT 1", checkpoint

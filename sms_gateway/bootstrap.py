@@ -251,6 +251,8 @@ class Bootstrap:
     async def _close_maintenance_database(self, connection: asyncpg.Connection) -> None:
         """Every database grants CONNECT to PUBLIC when it is created; the gateway's migrations
         take it back from theirs (0004). The cluster's `postgres` database is the superuser's."""
+        if not await connection.fetchval("SELECT true FROM pg_database WHERE datname = 'postgres'"):
+            return
         open_to = [
             name
             for name in (OWNER.name, *SERVICE_ROLE_NAMES)

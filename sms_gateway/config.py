@@ -66,6 +66,8 @@ class BootstrapConfig(BaseSettings):
 
     service_name: ClassVar[str] = "sms-gateway"
     default_http_port: ClassVar[int] = 8080
+    # Processes when `processes` is unset; 0: one per core.
+    default_processes: ClassVar[int] = 1
 
     environment: Literal["development", "production"] = Field(
         "production", description="development allows placeholder secrets"
@@ -86,6 +88,13 @@ class BootstrapConfig(BaseSettings):
     log_format: Literal["json", "text"] = "json"
     http_host: str = "127.0.0.1"
     http_port: int | None = Field(None, ge=1, le=65_535)
+    processes: int | None = Field(
+        None,
+        ge=1,
+        le=256,
+        description="processes of this service on its port (gunicorn with uvicorn workers "
+        "when more than 1); unset: the service's default",
+    )
 
     @classmethod
     def settings_customise_sources(
@@ -102,6 +111,14 @@ class BootstrapConfig(BaseSettings):
     @property
     def port(self) -> int:
         return self.http_port or self.default_http_port
+
+    @property
+    def process_count(self) -> int:
+        """`processes`, else the service's default (`default_processes`; 0 means one per
+        core)."""
+        if self.processes is not None:
+            return self.processes
+        return self.default_processes or os.cpu_count() or 1
 
     @property
     def development(self) -> bool:

@@ -37,3 +37,7 @@ class ReceiverConfig(BootstrapConfig):
         le=64,
         description="processes serving HTTP; more than 1 runs gunicorn with uvicorn workers",
     )
+
+    @property
+    def process_count(self) -> int:
+        return self.processes or self.http_workers

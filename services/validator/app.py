@@ -18,6 +18,7 @@ from services.validator.engine import Engine
 from sms_gateway import db
 from sms_gateway.http import HttpMetricsMiddleware, ops_router
 from sms_gateway.redis import RedisLink
+from sms_gateway.service import Supervisor, fail_process
 
 logger = logging.getLogger(__name__)
 
@@ -33,8 +34,8 @@ def create_app(
     on_fatal: Callable[[BaseException], None] | None = None,
     settle_margin: float | None = None,
 ) -> FastAPI:
-    """The validator app; `on_fatal` is told when the engine died of a bug (the entry point
-    stops the server and exits non-zero)."""
+    """The validator app; `on_fatal` is told when the engine died of a bug (by default the
+    process stops and exits non-zero, sms_gateway/service.py)."""
     registry = checks.REGISTRY if checks_by_name is None else checks_by_name
 
     @contextlib.asynccontextmanager
@@ -57,23 +58,16 @@ def create_app(
             tracing=bool(config.otlp_endpoint),
             **options,
         )
-        task = asyncio.create_task(engine.run(), name="validator-engine")
-
-        def engine_finished(finished: asyncio.Task[None]) -> None:
-            if finished.cancelled() or finished.exception() is None:
-                return
-            error = finished.exception()
-            assert error is not None
-            logger.critical("validator engine died; stopping", exc_info=error)
-            if on_fatal is not None:
-                on_fatal(error)
-
-        task.add_done_callback(engine_finished)
+        supervisor = Supervisor(on_fatal or fail_process)
+        task = supervisor.start(engine.run(), name="validator-engine")
 
         async def ready() -> dict[str, bool]:
             return {
                 "database": await db.is_ready(pool),
-                "engine": engine.started and not task.done(),
+                "engine": engine.started and supervisor.healthy,
+                # False while a batch, lease or index operation waits out a transient fault
+                # (Redis full or gone, a read-only database...): the log names it.
+                "judging": not engine.waiting,
             }
 
         app.state.engine = engine

@@ -1,22 +1,25 @@
-"""One batch (or sweep) as one transaction: claim, judge, write, commit; then the write-through.
+"""One batch (or sweep) of one worker's partitions as one transaction; then the write-through.
 
 BEGIN (read committed)
-  lock the checkpoint row               serialises every batch of every validator process
+  lock this worker's partition rows     owner = me: the lease's fence; other workers'
+                                        partitions go on at the same time
   reload the settings                   a change takes effect within one batch
-  settle horizon, then the rows         nothing below the checkpoint can still appear
-  ledger: counters, blacklist, max(seq) locked rows, one statement
-  Redis: marker + SMISMEMBER            repaired first if not provably complete
+  settle horizon, then the rows         nothing below it can still appear; the next rows
+                                        of these partitions after their checkpoints
+  ledger: counters, blacklist rows      locked rows, one statement
+  Redis: marks + SMISMEMBER             repaired first if not provably complete
   judge in memory, in uuid order        checks/, pure
-  one write statement                   sms_monitor, out_sms, count_sms, blacklist_sms,
-                                        the checkpoint
+  one write statement                   sms_monitor, out_sms, forwarded_senders, count_sms,
+                                        blacklist_sms, the partitions' checkpoints
 COMMIT
-Redis write-through (Lua: SADD, marker, TTL)
+Redis write-through (Lua: SADD, marks, TTL)
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections import Counter as CounterDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
@@ -30,6 +33,7 @@ from checks.base import Check, CheckResult, CheckSecrets, IncomingSms
 from services.validator import index, metrics, sql
 from services.validator.errors import DoubleJudgementError
 from services.validator.ledger import BatchLedger
+from services.validator.partitions import Leases
 from services.validator.pipeline import Verdict, judge_batch, plan
 from services.validator.tracing import emit_spans
 from sms_gateway import db
@@ -50,6 +54,33 @@ DEFAULT_SETTLE_MARGIN: Final = 0.5
 DEFAULT_SWEEP_WINDOW: Final = 60.0
 
 
+# Beyond the last row of a partition, its checkpoint moves up to the horizon even when no SMS
+# arrives (so that `last_processed_uuid` moves), but at most this often per worker.
+IDLE_ADVANCE_SECONDS: Final = 1.0
+
+# The worker a runner acts as when it is driven by hand (`BatchRunner.run` without leases).
+SOLO_WORKER: Final = "solo"
+
+ZERO_UUID: Final = UUID(int=0)
+MAX_UUID: Final = UUID(int=2**128 - 1)
+
+
+@dataclass(frozen=True, slots=True)
+class HeldPartition:
+    checkpoint: UUID
+    forwarded_seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class NewlyForwarded:
+    """A sender forwarded for the first time: its forwarded_senders row."""
+
+    sender_number: str
+    partition_no: int
+    seq: int
+    first_uuid: UUID
+
+
 @dataclass(frozen=True, slots=True)
 class BatchOutcome:
     kind: Kind
@@ -58,15 +89,26 @@ class BatchOutcome:
     verdicts: Sequence[Verdict] = ()
     requeued: int = 0
     paused: Paused | None = None
-    forwarded_senders: Sequence[str] = field(default_factory=tuple)
+    newly_forwarded: Sequence[NewlyForwarded] = ()
+    # Partitions this worker believed it held but that were taken over.
+    lost: frozenset[int] = frozenset()
 
     @property
     def size(self) -> int:
         return len(self.verdicts)
 
 
+@dataclass(frozen=True, slots=True)
+class _Written:
+    outcome: BatchOutcome
+    write_ns: tuple[int, int] = (0, 0)
+    # partition -> (forwarded_seq before, after) for the partitions that forwarded new senders
+    moves: Mapping[int, tuple[int, int]] = field(default_factory=dict)
+
+
 class BatchRunner:
-    """Runs batches and sweeps against one database and the Redis index."""
+    """Runs batches and sweeps of a worker's partitions against one database and the Redis
+    index. One runner serves every worker of a process; `Leases` says whose batch it is."""
 
     def __init__(
         self,
@@ -90,64 +132,63 @@ class BatchRunner:
         self.tracing = tracing
         self._columns: Final = tuple(checks)
         self._reported_problems: tuple[str, ...] = ()
+        self._identity: tuple[str, int] | None = None
+        self._idle_advanced: dict[str, float] = {}
+        self._solo = Leases(pool, SOLO_WORKER)
 
-    async def run(self, kind: Kind) -> BatchOutcome:
+    # ------------------------------------------------------------------ batches
+    async def run(self, kind: Kind, leases: Leases | None = None) -> BatchOutcome:
+        """One batch or sweep of the partitions `leases` holds. Without leases the runner acts
+        as the worker `SOLO_WORKER` (tools and tests that drive batches by hand): every runner
+        without leases is that one worker, so such runners take turns on the same partition
+        locks, as the engine's workers never do."""
+        if leases is None:
+            leases = self._solo
+        if leases is self._solo and leases.due:
+            await leases.heartbeat()
         started = time.perf_counter()
         async with db.transaction(self.pool, isolation="read_committed") as connection:
-            outcome, write_ns, seqs = await self._in_transaction(connection, kind)
+            written = await self._in_transaction(connection, kind, leases)
+        outcome = written.outcome
+        if outcome.lost:
+            leases.lost(outcome.lost)
         if outcome.size == 0:
             return outcome
         metrics.BATCH_SECONDS.labels(kind).observe(time.perf_counter() - started)
-        redis_ns = await self._write_through(outcome, seqs)
+        redis_ns = await self._write_through(outcome, written.moves)
         self._count(outcome)
         if self.tracing and outcome.batch_id is not None:
             emit_spans(
-                outcome.verdicts, batch_id=outcome.batch_id, write_ns=write_ns, redis_ns=redis_ns
+                outcome.verdicts,
+                batch_id=outcome.batch_id,
+                write_ns=written.write_ns,
+                redis_ns=redis_ns,
             )
         return outcome
 
-    async def warm_up(self) -> None:
-        """Make the Redis index complete and renew its TTL (at start; SPEC §5.4)."""
-        async with db.transaction(self.pool, isolation="read_committed") as connection:
-            if await connection.fetchval(sql.LOCK_CHECKPOINT) is None:
-                return  # no lock to repair under; batches are paused until the row is back
-            settings = await self.store.reload(connection)
-            set_level(settings.log_level)
-            max_seq = int(await connection.fetchval(sql.MAX_SEQ))
-            client = await self._redis(settings)
-            await index.members_for_judgement(
-                connection, client, [], max_seq=max_seq, ttl=settings.out_sms_cache_ttl
-            )
-            await index.renew_ttl(client, settings.out_sms_cache_ttl)
-
     async def _in_transaction(
-        self, connection: asyncpg.Connection, kind: Kind
-    ) -> tuple[BatchOutcome, tuple[int, int], tuple[int, int]]:
-        locked = await connection.fetchval(sql.LOCK_CHECKPOINT) is not None
+        self, connection: asyncpg.Connection, kind: Kind, leases: Leases
+    ) -> _Written:
+        held = {
+            row["partition_no"]: HeldPartition(row["checkpoint"], row["forwarded_seq"])
+            for row in await connection.fetch(sql.LOCK_PARTITIONS, leases.worker_id)
+        }
+        lost = leases.held - held.keys()
         settings = await self.store.reload(connection)
         set_level(settings.log_level)
-        nothing = ((0, 0), (0, 0))
         if settings.maintenance_mode:
-            return BatchOutcome(kind, settings, paused="maintenance"), *nothing
-        if self._configuration_problems(settings, checkpoint_locked=locked):
-            return BatchOutcome(kind, settings, paused="configuration"), *nothing
-        # Read under the lock through the settings store: a value that is not a uuid keeps this
-        # process's last good one (SPEC §3), which is never above the true checkpoint, and a
-        # lower checkpoint is safe: judged rows are never fetched again. The batch's write
-        # then replaces the bad text.
-        checkpoint = settings.last_processed_uuid
+            return _Written(BatchOutcome(kind, settings, paused="maintenance", lost=lost))
+        token, partitions = await self._database_identity(connection)
+        if self._configuration_problems(settings, partitions=partitions):
+            return _Written(BatchOutcome(kind, settings, paused="configuration", lost=lost))
+        if not held:
+            return _Written(BatchOutcome(kind, settings, lost=lost))
 
-        if kind == "batch":
-            settled_before = await connection.fetchval(sql.SETTLE_HORIZON, self.settle_margin)
-            rows = await connection.fetch(
-                sql.FETCH_BATCH, checkpoint, settled_before, settings.batch_size
-            )
-        else:
-            rows = await connection.fetch(
-                sql.FETCH_SWEEP, checkpoint, self.sweep_window, settings.batch_size
-            )
+        rows, new_checkpoints = await self._fetch(connection, kind, held, settings, partitions)
         if not rows:
-            return BatchOutcome(kind, settings), *nothing
+            if kind == "batch":
+                await self._advance_idle(connection, leases.worker_id, held, new_checkpoints)
+            return _Written(BatchOutcome(kind, settings, lost=lost))
 
         batch = [
             IncomingSms(
@@ -159,24 +200,13 @@ class BatchRunner:
             )
             for row in rows
         ]
-        senders = list(dict.fromkeys(sms.sender_number for sms in batch))
-        counts: dict[str, int] = {}
-        blacklisted: list[str] = []
-        max_seq = 0
-        for row in await connection.fetch(sql.LOAD_LEDGER, senders):
-            if row["kind"] == "count":
-                counts[row["sender_number"]] = int(row["value"])
-            elif row["kind"] == "blacklisted":
-                blacklisted.append(row["sender_number"])
-            else:
-                max_seq = int(row["value"])
+        partition_of = {row["sender_number"]: row["partition_no"] for row in rows}
+        senders = list(partition_of)
         client = await self._redis(settings)
-        forwarded = await index.members_for_judgement(
-            connection, client, senders, max_seq=max_seq, ttl=settings.out_sms_cache_ttl
-        )
-        ledger = BatchLedger.load(
-            senders, counts=counts, blacklisted=blacklisted, forwarded=forwarded
-        )
+        seqs = {number: partition.forwarded_seq for number, partition in held.items()}
+        context = index.IndexContext(self.pool, token, partitions, settings.out_sms_cache_ttl)
+        forwarded = await index.members_for_judgement(connection, client, context, seqs, senders)
+        ledger = await _load_ledger(connection, senders, forwarded)
 
         batch_id = uuid4()
         verdicts = judge_batch(
@@ -188,11 +218,22 @@ class BatchRunner:
             batch_id=batch_id,
             trace_runs=self.tracing,
         )
-        new_checkpoint = batch[-1].uuid if kind == "batch" else None
+        newly = _newly_forwarded(verdicts, forwarded, partition_of, seqs)
+        next_seqs = dict(seqs)
+        for first in newly:
+            next_seqs[first.partition_no] = first.seq
         write_started = time.time_ns()
         written = await connection.fetchrow(
             sql.write_statement(self._columns),
-            *self._write_parameters(verdicts, ledger, batch_id, new_checkpoint),
+            *self._write_parameters(
+                verdicts,
+                ledger,
+                batch_id=batch_id,
+                worker_id=leases.worker_id,
+                newly=newly,
+                checkpoints=new_checkpoints,
+                seqs=next_seqs,
+            ),
         )
         write_ns = (write_started, time.time_ns())
         assert written is not None
@@ -201,8 +242,6 @@ class BatchRunner:
                 f"batch {batch_id}: {len(verdicts) - written['judged']} of {len(verdicts)} SMS "
                 "already had a final result; rolled back"
             )
-        new_seq = max(max_seq, int(written["max_seq"]))
-        forwarded_senders = [v.sms.sender_number for v in verdicts if v.forwarded]
         requeued = sum(1 for row in rows if kind == "sweep" and row["requeued"])
         outcome = BatchOutcome(
             kind,
@@ -210,18 +249,86 @@ class BatchRunner:
             batch_id,
             verdicts,
             requeued=requeued,
-            forwarded_senders=forwarded_senders,
+            newly_forwarded=newly,
+            lost=lost,
         )
-        return outcome, write_ns, (max_seq, new_seq)
+        moves = {p: (seqs[p], next_seqs[p]) for p in next_seqs if next_seqs[p] != seqs[p]}
+        return _Written(outcome, write_ns, moves)
+
+    async def _fetch(
+        self,
+        connection: asyncpg.Connection,
+        kind: Kind,
+        held: Mapping[int, HeldPartition],
+        settings: RuntimeSettings,
+        partitions: int,
+    ) -> tuple[list[asyncpg.Record], dict[int, UUID]]:
+        """The rows of a batch or sweep, and the partitions' checkpoints after it."""
+        # One checkpoint per partition; other workers' partitions hold a value that lets none of
+        # their rows through.
+        checkpoints = [MAX_UUID if kind == "batch" else ZERO_UUID] * partitions
+        for number, partition in held.items():
+            checkpoints[number] = partition.checkpoint
+        if kind == "sweep":
+            highest = max(partition.checkpoint for partition in held.values())
+            rows = await connection.fetch(
+                sql.FETCH_SWEEP,
+                highest,
+                self.sweep_window,
+                settings.batch_size,
+                checkpoints,
+                partitions,
+            )
+            return rows, {number: partition.checkpoint for number, partition in held.items()}
+        settled_before, first_unsettled = await connection.fetchrow(
+            sql.SETTLE_HORIZON, self.settle_margin
+        )
+        lowest = min(partition.checkpoint for partition in held.values())
+        rows = await connection.fetch(
+            sql.FETCH_BATCH, lowest, settled_before, settings.batch_size, checkpoints, partitions
+        )
+        # Every unjudged row of these partitions up to `reach` is in `rows` (the scan is in uuid
+        # order and stopped by LIMIT), or, when it stopped short, every one below the horizon.
+        reach = (
+            rows[-1]["uuid"]
+            if len(rows) == settings.batch_size
+            else UUID(int=first_unsettled.int - 1)
+        )
+        return rows, {
+            number: max(partition.checkpoint, reach) for number, partition in held.items()
+        }
+
+    async def _advance_idle(
+        self,
+        connection: asyncpg.Connection,
+        worker_id: str,
+        held: Mapping[int, HeldPartition],
+        new_checkpoints: Mapping[int, UUID],
+    ) -> None:
+        """No row to judge: move the checkpoints up to the horizon, at most once a second."""
+        now = time.monotonic()
+        if now - self._idle_advanced.get(worker_id, 0.0) < IDLE_ADVANCE_SECONDS:
+            return
+        moved = [p for p in held if new_checkpoints[p] > held[p].checkpoint]
+        if moved:
+            await connection.execute(
+                sql.ADVANCE_CHECKPOINTS, worker_id, moved, [new_checkpoints[p] for p in moved]
+            )
+        self._idle_advanced[worker_id] = now
 
     def _write_parameters(
         self,
         verdicts: Sequence[Verdict],
         ledger: BatchLedger,
+        *,
         batch_id: UUID,
-        new_checkpoint: UUID | None,
+        worker_id: str,
+        newly: Sequence[NewlyForwarded],
+        checkpoints: Mapping[int, UUID],
+        seqs: Mapping[int, int],
     ) -> list[Any]:
         forwarded = [v.sms for v in verdicts if v.forwarded]
+        partitions = sorted(checkpoints)
         return [
             [v.sms.uuid for v in verdicts],
             *(
@@ -241,25 +348,29 @@ class BatchRunner:
             list(ledger.counted.values()),
             list(ledger.newly_blacklisted),
             list(ledger.newly_blacklisted.values()),
-            str(new_checkpoint) if new_checkpoint is not None else None,
+            worker_id,
+            [f.sender_number for f in newly],
+            [f.partition_no for f in newly],
+            [f.seq for f in newly],
+            [f.first_uuid for f in newly],
+            partitions,
+            [checkpoints[p] for p in partitions],
+            [seqs[p] for p in partitions],
         ]
 
     async def _write_through(
-        self, outcome: BatchOutcome, seqs: tuple[int, int]
+        self, outcome: BatchOutcome, moves: Mapping[int, tuple[int, int]]
     ) -> tuple[int, int] | None:
-        previous_seq, new_seq = seqs
-        if new_seq == previous_seq:
+        if not moves:
             return None
         started = time.time_ns()
         settings = outcome.settings
         try:
             client = await self._redis(settings)
+            token, partitions = self._identity or ("", 0)
+            context = index.IndexContext(self.pool, token, partitions, settings.out_sms_cache_ttl)
             reply = await index.write_through(
-                client,
-                outcome.forwarded_senders,
-                previous_seq=previous_seq,
-                new_seq=new_seq,
-                ttl=settings.out_sms_cache_ttl,
+                client, context, [f.sender_number for f in outcome.newly_forwarded], moves
             )
         except TRANSIENT_REDIS_ERRORS as exc:
             reply = None
@@ -271,21 +382,67 @@ class BatchRunner:
             index.WRITE_THROUGH_FAILURES.inc()
         return started, time.time_ns()
 
+    # ------------------------------------------------------------------ the index
+    async def warm_up(self) -> None:
+        """At start: make the Redis index trustworthy as a whole (rebuilt when it belongs to
+        another database, is of the wrong type, or is ahead of the database) and renew its TTL.
+        A partition that is merely behind catches up in its next batch."""
+        async with db.transaction(self.pool, readonly=True) as connection:
+            settings = await self.store.reload(connection)
+            token, partitions = await self._database_identity(connection)
+        client = await self._redis(settings)
+        # Redis first, then the database: a mark is never ahead of a seq read after it.
+        state = await index.read_state(client, [])
+        async with db.transaction(self.pool, readonly=True) as connection:
+            seqs = {
+                row["partition_no"]: row["forwarded_seq"]
+                for row in await connection.fetch(sql.PARTITION_SEQS)
+            }
+        reason = state.needs_rebuild(token, partitions, seqs)
+        if reason is not None:
+            context = index.IndexContext(self.pool, token, partitions, settings.out_sms_cache_ttl)
+            await index.rebuild(client, context, reason=reason)
+        await index.renew_ttl(client, settings.out_sms_cache_ttl)
+
+    async def keep_index(self, leases: Leases | None = None) -> None:
+        """Repair the index for this worker's partitions even when no SMS arrives, and renew its
+        TTL (SPEC §5.4)."""
+        worker_id = (leases or self._solo).worker_id
+        async with db.transaction(self.pool, isolation="read_committed") as connection:
+            rows = await connection.fetch(sql.LOCK_PARTITIONS, worker_id)
+            if not rows:
+                return
+            settings = await self.store.reload(connection)
+            token, partitions = await self._database_identity(connection)
+            client = await self._redis(settings)
+            context = index.IndexContext(self.pool, token, partitions, settings.out_sms_cache_ttl)
+            seqs = {row["partition_no"]: row["forwarded_seq"] for row in rows}
+            await index.members_for_judgement(connection, client, context, seqs, [])
+        await index.renew_ttl(client, settings.out_sms_cache_ttl)
+
+    async def _database_identity(self, connection: asyncpg.Connection) -> tuple[str, int]:
+        """The database's token and partition count (fixed while validators run: changing the
+        count is an offline operation)."""
+        if self._identity is None:
+            token = await connection.fetchval(sql.DATABASE_TOKEN)
+            partitions = int(await connection.fetchval(sql.PARTITION_COUNT))
+            self._identity = (str(token), partitions)
+        return self._identity
+
     async def _redis(self, settings: RuntimeSettings) -> aioredis.Redis:
         """The client for the current `redis_host`/`redis_port` (it has no retries of its own:
         `max_database_retries` with the engine's backoff is the one retry policy, SPEC §6.4)."""
         return await self.redis_link.for_target(settings.redis_host, settings.redis_port)
 
     def _configuration_problems(
-        self, settings: RuntimeSettings, *, checkpoint_locked: bool
+        self, settings: RuntimeSettings, *, partitions: int
     ) -> tuple[str, ...]:
         """What would make an enabled check raise on every SMS, or batches unsafe; the engine
         pauses rather than mark every SMS `error` (logged once per distinct set of problems)."""
         problems: list[str] = []
-        if not checkpoint_locked:
+        if partitions == 0:
             problems.append(
-                "system_settings has no last_processed_uuid row, the lock that "
-                "serialises batches; restore it (all zeros is safe)"
+                "validator_partitions has no rows; re-run the migrations (db/init/0008)"
             )
         enabled = [step.name for step in plan(self.checks, settings) if step.enabled]
         problems.extend(
@@ -306,11 +463,19 @@ class BatchRunner:
 
     @staticmethod
     def _count(outcome: BatchOutcome) -> None:
+        """Metrics of a batch: counted in memory first, then one increment per label set (a
+        label look-up per SMS and check was a measurable share of a batch's CPU)."""
         metrics.BATCHES.labels(outcome.kind).inc()
+        statuses: CounterDict[str] = CounterDict()
+        results: CounterDict[tuple[str, str]] = CounterDict()
         for verdict in outcome.verdicts:
-            metrics.SMS_JUDGED.labels(verdict.overall_status.value).inc()
+            statuses[verdict.overall_status.value] += 1
             for name, result in verdict.results.items():
-                metrics.CHECK_RESULTS.labels(name, result.name.lower()).inc()
+                results[name, result.name.lower()] += 1
+        for status, count in statuses.items():
+            metrics.SMS_JUDGED.labels(status).inc(count)
+        for (name, result_name), count in results.items():
+            metrics.CHECK_RESULTS.labels(name, result_name).inc(count)
         if outcome.kind == "sweep":
             metrics.SWEEPER_FOUND.labels("requeued").inc(outcome.requeued)
             missed = outcome.size - outcome.requeued
@@ -321,3 +486,37 @@ class BatchRunner:
                     "result, processed them",
                     extra={"count": missed},
                 )
+
+
+async def _load_ledger(
+    connection: asyncpg.Connection, senders: Sequence[str], forwarded: frozenset[str]
+) -> BatchLedger:
+    counts: dict[str, int] = {}
+    blacklisted: list[str] = []
+    for row in await connection.fetch(sql.LOAD_LEDGER, senders):
+        if row["kind"] == "count":
+            counts[row["sender_number"]] = int(row["value"])
+        else:
+            blacklisted.append(row["sender_number"])
+    return BatchLedger.load(senders, counts=counts, blacklisted=blacklisted, forwarded=forwarded)
+
+
+def _newly_forwarded(
+    verdicts: Sequence[Verdict],
+    already: frozenset[str],
+    partition_of: Mapping[str, int],
+    seqs: Mapping[int, int],
+) -> list[NewlyForwarded]:
+    """The senders forwarded for the first time in this batch, numbered per partition in uuid
+    order after the partition's forwarded_seq."""
+    next_seq = dict(seqs)
+    seen = set(already)
+    newly: list[NewlyForwarded] = []
+    for verdict in verdicts:
+        sender = verdict.sms.sender_number
+        if verdict.forwarded and sender not in seen:
+            seen.add(sender)
+            partition = partition_of[sender]
+            next_seq[partition] += 1
+            newly.append(NewlyForwarded(sender, partition, next_seq[partition], verdict.sms.uuid))
+    return newly

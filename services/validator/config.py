@@ -3,17 +3,20 @@ two secrets the checks use (SPEC §10)."""
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from pydantic import Field, SecretStr, field_validator
 
-from checks.base import CheckSecrets
 from sms_gateway.config import BootstrapConfig
+
+if TYPE_CHECKING:  # the entry point imports this module before prometheus_client may be
+    from checks.base import CheckSecrets
 
 
 class ValidatorConfig(BootstrapConfig):
     service_name: ClassVar[str] = "sms-validator"
     default_http_port: ClassVar[int] = 8081
+    default_processes: ClassVar[int] = 0  # one per core
 
     hash_key: SecretStr | None = Field(
         None, description="HMAC key of the hash check (UTF-8 text; its bytes are the key)"
@@ -36,6 +39,8 @@ class ValidatorConfig(BootstrapConfig):
         return value
 
     def check_secrets(self) -> CheckSecrets:
+        from checks.base import CheckSecrets  # noqa: PLC0415 (see the import above)
+
         return CheckSecrets(
             hash_key=(
                 self.hash_key.get_secret_value().encode() if self.hash_key is not None else None

@@ -1,14 +1,22 @@
-"""The engine: batch workers and the sweeper as background tasks with an owned lifecycle.
+"""The engine: batch workers on leased partitions, and the process's upkeep, as background tasks
+with an owned lifecycle.
 
-Every worker runs batch after batch; they all serialise on the checkpoint row lock, so any
-number of workers and processes give exactly the result of one (SPEC §6.1; docs/architecture.md
-says why this simple scheme and what it costs). A transient fault (PostgreSQL, pgbouncer,
-Redis) is retried with backoff and jitter up to `max_database_retries`, then the batch is
-retried later: the engine never exits on weather. Anything else is a bug: the task dies, and
-`run` re-raises it so that the process stops loudly instead of staying half-alive.
+Each of the `parallel_workers` workers of a process is a member of the validators' group
+(services/validator/partitions.py): it holds a fair share of the partitions by lease and runs
+batch after batch over them, independently of every other worker of this and every other
+process, since partitions share no sender (SPEC §6.1, §6.3). Between batches it renews its
+leases, sweeps its partitions (requeued SMS) and checks the Redis index for them. Once per
+`sweep_interval` the process publishes `last_processed_uuid` (the smallest partition checkpoint)
+and measures the backlog.
 
-`stop()` lets the batch in flight finish (or, after the grace period, cancels it, which rolls
-its transaction back), then returns.
+A transient fault (PostgreSQL, pgbouncer, Redis) is retried with backoff and jitter up to
+`max_database_retries`, then the batch is retried later: the engine never exits on weather, and
+`/ready` and `sms_validator_waiting` say while it waits. Anything else is a bug: the task dies,
+and `run` re-raises it so that the process stops loudly instead of staying half-alive.
+
+`stop()` lets the batch in flight finish (or, after the grace period, cancels it, which rolls its
+transaction back), gives the partitions back so that other processes take them at once, and
+returns.
 """
 
 from __future__ import annotations
@@ -16,9 +24,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping
+import time
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
-from typing import Final
+from typing import Final, TypeVar
 
 import asyncpg
 
@@ -32,6 +41,7 @@ from services.validator.batch import (
     Kind,
 )
 from services.validator.errors import HorizonUnsafeError, IndexIncompleteError
+from services.validator.partitions import HEARTBEAT_SECONDS, LEASE_SECONDS, Leases, new_worker_id
 from sms_gateway import db
 from sms_gateway.db import TRANSIENT_DB_ERRORS
 from sms_gateway.errors import RetriesExhaustedError
@@ -40,6 +50,7 @@ from sms_gateway.retry import backoff_delay, retry_transient
 from sms_gateway.settings import SettingsStore
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 TRANSIENT: Final[tuple[type[BaseException], ...]] = (
     *TRANSIENT_DB_ERRORS,
@@ -62,6 +73,8 @@ class Engine:
         sweep_interval: float = 5.0,
         settle_margin: float = DEFAULT_SETTLE_MARGIN,
         sweep_window: float = DEFAULT_SWEEP_WINDOW,
+        lease_seconds: float = LEASE_SECONDS,
+        heartbeat_seconds: float = HEARTBEAT_SECONDS,
     ) -> None:
         self.pool = pool
         self.store = SettingsStore(known_checks=checks)
@@ -77,14 +90,24 @@ class Engine:
         )
         self.poll_interval = poll_interval
         self.sweep_interval = sweep_interval
+        self.lease_seconds = lease_seconds
+        self.heartbeat_seconds = heartbeat_seconds
         self._stopping = asyncio.Event()
         self._started = asyncio.Event()
         self._workers: list[asyncio.Task[None]] = []
+        # The transient fault the engine is waiting out, by the operation that met it.
+        self._waiting: dict[str, str] = {}
 
     @property
     def started(self) -> bool:
         """Warm-up done: the engine is claiming batches (or paused by the settings)."""
         return self._started.is_set()
+
+    @property
+    def waiting(self) -> Mapping[str, str]:
+        """Operations currently failing on a transient fault, and the fault: empty when all is
+        well."""
+        return dict(self._waiting)
 
     # ------------------------------------------------------------------ lifecycle
     async def run(self) -> None:
@@ -94,7 +117,7 @@ class Engine:
             return
         async with asyncio.TaskGroup() as group:
             group.create_task(self._supervise_workers(group), name="validator-workers")
-            group.create_task(self._sweep_forever(), name="validator-sweeper")
+            group.create_task(self._upkeep_forever(), name="validator-upkeep")
 
     async def stop(self) -> None:
         self._stopping.set()
@@ -110,12 +133,14 @@ class Engine:
             except TRANSIENT as exc:
                 delay = backoff_delay(attempt)
                 attempt = min(attempt + 1, 10)
+                self._note_waiting("start", exc)
                 logger.warning(
                     "cannot start yet, retrying",
                     extra={"error": type(exc).__name__, "delay_s": round(delay, 3)},
                 )
                 await self._sleep(delay)
                 continue
+            self._note_waiting("start", None)
             self._started.set()
             logger.info("validator engine started")
             return
@@ -124,9 +149,18 @@ class Engine:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), seconds)
 
+    def _note_waiting(self, operation: str, fault: BaseException | None) -> None:
+        if fault is None:
+            if self._waiting.pop(operation, None) is not None:
+                logger.info("recovered", extra={"operation": operation})
+        else:
+            self._waiting[operation] = type(fault).__name__
+        metrics.WAITING.set(1 if self._waiting else 0)
+
     # ------------------------------------------------------------------ workers
     async def _supervise_workers(self, group: asyncio.TaskGroup) -> None:
-        """Keep `parallel_workers` workers; a worker above the current number idles."""
+        """Keep `parallel_workers` workers; a worker above the current number gives its
+        partitions back and idles."""
         while not self._stopping.is_set():
             wanted = self.store.current.parallel_workers
             while len(self._workers) < wanted:
@@ -137,76 +171,98 @@ class Engine:
             await self._sleep(self.poll_interval * 5)
 
     async def _work(self, number: int) -> None:
-        while not self._stopping.is_set():
-            if number >= self.store.current.parallel_workers:
-                await self._sleep(self.poll_interval * 5)
-                continue
-            outcome = await self._attempt("batch")
-            if outcome is None:
-                continue
-            if outcome.paused is not None:
-                await self._sleep(self.poll_interval * 5)
-            elif outcome.size < outcome.settings.batch_size:
-                # Caught up with the settle horizon: poll again shortly.
-                await self._sleep(self.poll_interval)
-
-    async def _attempt(self, kind: Kind) -> BatchOutcome | None:
-        """One batch with retries; None when it was given up (it is retried later)."""
-        retries = self.store.current.max_database_retries
+        leases = Leases(
+            self.pool,
+            new_worker_id(number),
+            lease_seconds=self.lease_seconds,
+            heartbeat_seconds=self.heartbeat_seconds,
+        )
+        next_sweep = time.monotonic() + self.sweep_interval
         try:
-            outcome = await retry_transient(
-                f"validator {kind}",
-                lambda: self.runner.run(kind),
-                retries=retries,
-                transient=TRANSIENT,
-            )
-        except RetriesExhaustedError as exc:
+            while not self._stopping.is_set():
+                if number >= self.store.current.parallel_workers:
+                    if leases.held:
+                        await self._attempt("leave", leases.leave)
+                    await self._sleep(self.poll_interval * 5)
+                    continue
+                if leases.due and await self._attempt("leases", leases.heartbeat) is None:
+                    continue
+                if not leases.held:
+                    await self._sleep(self.poll_interval * 5)
+                    continue
+                if time.monotonic() >= next_sweep:
+                    await self._sweep(leases)
+                    next_sweep = time.monotonic() + self.sweep_interval
+                    continue
+                outcome = await self._batch("batch", leases)
+                if outcome is None:
+                    continue
+                if outcome.paused is not None:
+                    await self._sleep(self.poll_interval * 5)
+                elif outcome.size < outcome.settings.batch_size:
+                    # Caught up with the settle horizon: poll again shortly.
+                    await self._sleep(self.poll_interval)
+        finally:
+            if leases.held:
+                # A clean stop gives the partitions back at once; after a crash their leases
+                # run out instead.
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(asyncio.shield(leases.leave()), 5.0)
+
+    async def _batch(self, kind: Kind, leases: Leases) -> BatchOutcome | None:
+        outcome = await self._attempt(f"{kind}", lambda: self.runner.run(kind, leases))
+        if outcome is None:
             metrics.BATCH_FAILURES.labels(kind).inc()
-            logger.error(  # noqa: TRY400
-                "%s failed after retries; retrying later",
-                kind,
-                extra={"error": str(exc), "cause": type(exc.__cause__).__name__},
-            )
-            await self._sleep(backoff_delay(retries + 2, cap=10.0) + 1.0)
             return None
         metrics.PAUSED.labels("maintenance").set(1 if outcome.paused == "maintenance" else 0)
         return outcome
 
-    # ------------------------------------------------------------------ sweeper
-    async def _sweep_forever(self) -> None:
+    async def _attempt(self, operation: str, action: Callable[[], Awaitable[T]]) -> T | None:
+        """`action` with retries; None when it was given up (it is tried again later)."""
+        retries = self.store.current.max_database_retries
+        try:
+            result = await retry_transient(
+                f"validator {operation}", action, retries=retries, transient=TRANSIENT
+            )
+        except RetriesExhaustedError as exc:
+            self._note_waiting(operation, exc.__cause__ or exc)
+            logger.error(  # noqa: TRY400 (a transient fault: no traceback wanted)
+                "%s failed after retries; retrying later",
+                operation,
+                extra={"error": str(exc), "cause": type(exc.__cause__).__name__},
+            )
+            await self._sleep(backoff_delay(retries + 2, cap=10.0) + 1.0)
+            return None
+        self._note_waiting(operation, None)
+        return result
+
+    async def _sweep(self, leases: Leases) -> None:
+        """Requeued SMS of this worker's partitions, then the Redis index for them."""
+        outcome = await self._batch("sweep", leases)
+        while (
+            outcome is not None
+            and not self._stopping.is_set()
+            and outcome.size == outcome.settings.batch_size
+        ):
+            outcome = await self._batch("sweep", leases)
+        await self._attempt("index", lambda: self.runner.keep_index(leases))
+
+    # ------------------------------------------------------------------ upkeep
+    async def _upkeep_forever(self) -> None:
         while not self._stopping.is_set():
             await self._sleep(self.sweep_interval)
             if self._stopping.is_set():
                 return
-            outcome = await self._attempt("sweep")
-            while (
-                outcome is not None
-                and not self._stopping.is_set()
-                and outcome.size == outcome.settings.batch_size
-            ):
-                outcome = await self._attempt("sweep")
-            await self._keep_index()
-            await self._measure_backlog()
+            await self._publish_and_measure()
 
-    async def _keep_index(self) -> None:
-        """Repair the Redis index even when no SMS arrives, and renew its TTL (SPEC §5.4)."""
+    async def _publish_and_measure(self) -> None:
+        """Publish `last_processed_uuid` (SPEC §6.3) and measure the backlog behind it."""
         try:
-            await retry_transient(
-                "validator index",
-                self.runner.warm_up,
-                retries=self.store.current.max_database_retries,
-                transient=TRANSIENT,
-            )
-        except RetriesExhaustedError as exc:
-            logger.warning(
-                "cannot check the redis index; the next batch will", extra={"error": str(exc)}
-            )
-
-    async def _measure_backlog(self) -> None:
-        # The checkpoint as the last batch read it (a bad stored value was refused there).
-        checkpoint = self.store.current.last_processed_uuid
-        try:
-            async with db.transaction(self.pool, readonly=True) as connection:
+            async with db.transaction(self.pool) as connection:
+                await connection.execute(sql.PUBLISH_CHECKPOINT)
+                checkpoint = await connection.fetchval(sql.LOWEST_CHECKPOINT)
+                if checkpoint is None:
+                    return
                 size, oldest = await connection.fetchrow(sql.BACKLOG, checkpoint, BACKLOG_CAP)
         except TRANSIENT as exc:
             logger.warning("cannot measure the backlog", extra={"error": type(exc).__name__})

@@ -1,204 +1,349 @@
-"""The Redis set `out_sms_numbers`: an index of the senders of out_sms, never the truth (SPEC §5.4).
+"""The Redis set `out_sms_numbers`: an index of forwarded senders, never the truth (SPEC §5.4).
 
-Completeness is explicit. Every out_sms row has a `seq` (db/init/0005) handed out under the
-checkpoint lock, so seq order is commit order, and the marker key `out_sms_numbers:seq` says
-"the set holds the senders of every out_sms row up to this seq". Inside each batch transaction,
-holding the lock (so out_sms cannot grow meanwhile), `members_for_judgement` compares the marker
-with `max(seq)`:
+The truth is `forwarded_senders` (db/init/0008), one row per sender ever forwarded, numbered per
+partition: a row's `seq` is handed out by the batch holding its partition's lease, so within a
+partition seq order is commit order and "every row of partition p up to seq N" is a prefix.
+Completeness is explicit, per partition, in the hash `out_sms_numbers:marks`:
 
-* marker missing, or the set missing while the marker says it has members, or the marker ahead
-  of the database (another database's Redis, a restore): rebuild from out_sms, in chunks;
-* marker behind: add the senders of the rows after it (a crash or a Redis error between a
-  batch's commit and its write-through);
-* equal: the set is complete; its answer for the batch's senders is the judgement's input.
+    db      the token of the database the set mirrors (validator_identity)
+    n       the number of partitions the marks refer to
+    p<k>    the set holds the senders of every row of partition k up to this seq
 
-After a commit, `write_through` adds the batch's forwarded senders and moves the marker in one
-Lua script, which refuses to claim completeness it cannot prove (marker gone, set gone, or a gap
-below the batch). Adding a true member is always safe; only the marker claims completeness.
+Inside each batch, holding its partitions' locks (so their rows cannot grow meanwhile),
+`members_for_judgement` reads the marks, the set's type and the batch senders' membership in one
+MULTI and compares each partition's mark with its `forwarded_seq`:
+
+* a token of another database, another partition count, a missing mark, a set or hash of the
+  wrong type, the set gone while a mark says it has members, or a mark ahead of the database (a
+  database restored under a newer Redis): the set may hold senders that are not forwarded, so it
+  is rebuilt whole (`rebuild`: one worker at a time, under a Redis lock, in bounded chunks);
+* a mark behind: the partition catches up, adding the senders of its rows after the mark in
+  bounded chunks (a crash or a Redis error between a commit and its write-through, or a Redis
+  restored from an older snapshot);
+* equal: the set is complete for that partition, and its answer is the judgement's input.
+
+After a commit, `write_through` adds the batch's new senders and moves the marks in one Lua
+script, which refuses to claim completeness it cannot prove (another database, marks gone, set
+gone, or a gap below the batch). Adding a true member is always safe; only a mark claims
+completeness. No call sends Redis an argument list that grows with a lag: catch-up and rebuild
+go in chunks of `CHUNK` senders, and the script adds at most `LUA_UNPACK` members per SADD.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import secrets
-from collections.abc import Collection, Sequence
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, cast
 
 import asyncpg
 import redis.asyncio as aioredis
 from prometheus_client import Counter, Gauge
+from redis.typing import EncodableT
 
 from services.validator import sql
 from services.validator.errors import IndexIncompleteError
+from sms_gateway import db
 
 logger = logging.getLogger(__name__)
 
 SET_KEY: Final = "out_sms_numbers"
-MARKER_KEY: Final = "out_sms_numbers:seq"
-CHUNK: Final = 10_000
+MARKS_KEY: Final = "out_sms_numbers:marks"
+REBUILD_LOCK_KEY: Final = "out_sms_numbers:rebuild"
+CHUNK: Final = 5_000
+REBUILD_LOCK_SECONDS: Final = 30
 
 INDEX_REPAIRS = Counter(
     "sms_validator_redis_index_repairs_total",
-    "Repairs of the Redis set before a judgement: rebuilt from out_sms, or caught up.",
+    "Repairs of the Redis set before a judgement: rebuilt whole, or a partition caught up.",
     ["kind"],
 )
-INDEX_SIZE = Gauge("sms_validator_redis_set_size", "Members of out_sms_numbers (SCARD).")
+INDEX_SIZE = Gauge(
+    "sms_validator_redis_set_size", "Members of out_sms_numbers (SCARD).", multiprocess_mode="max"
+)
 WRITE_THROUGH_FAILURES = Counter(
     "sms_validator_redis_write_through_failures_total",
-    "Write-throughs after a commit that did not reach Redis or could not move the marker "
-    "(the next batch catches up).",
+    "Write-throughs after a commit that did not reach Redis or could not move a mark "
+    "(the next batch of the partition catches up).",
 )
 
-# KEYS: set, marker. ARGV: previous seq, new seq, TTL seconds, members...
-# Returns SCARD when the marker moved (or stayed) consistently, -1 when the marker or the set is
-# gone (a rebuild will come), -2 when there is a gap below this batch (a catch-up will come).
+# KEYS: set, marks. ARGV: token, partitions, ttl, k, then k triples (partition, previous seq,
+# new seq), then the members to add. Returns SCARD when every mark moved (or stayed)
+# consistently, -1 when the marks are not this database's or the set is gone (a rebuild will
+# come), -2 when a mark was behind a triple's previous seq (a catch-up will come).
 _WRITE_THROUGH: Final = """
-local marker = redis.call('GET', KEYS[2])
-if not marker then return -1 end
-marker = tonumber(marker)
-if marker > 0 and redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
-if #ARGV > 3 then redis.call('SADD', KEYS[1], unpack(ARGV, 4)) end
-if marker < tonumber(ARGV[1]) then return -2 end
-if tonumber(ARGV[2]) > marker then redis.call('SET', KEYS[2], ARGV[2]) end
-redis.call('EXPIRE', KEYS[2], ARGV[3])
+local marks = redis.call('HGETALL', KEYS[2])
+local field = {}
+for i = 1, #marks, 2 do field[marks[i]] = marks[i + 1] end
+if field['db'] ~= ARGV[1] or field['n'] ~= ARGV[2] then return -1 end
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  for name, value in pairs(field) do
+    if string.sub(name, 1, 1) == 'p' and tonumber(value) > 0 then return -1 end
+  end
+end
+local k = tonumber(ARGV[4])
+local first = 5 + 3 * k
+for i = first, #ARGV, 4000 do
+  redis.call('SADD', KEYS[1], unpack(ARGV, i, math.min(i + 3999, #ARGV)))
+end
+local result = 0
+for j = 0, k - 1 do
+  local name = 'p' .. ARGV[5 + 3 * j]
+  local previous = tonumber(ARGV[6 + 3 * j])
+  local new = tonumber(ARGV[7 + 3 * j])
+  local mark = tonumber(field[name] or '-1')
+  if mark < 0 then
+    result = -1
+  elseif mark < previous then
+    if result == 0 then result = -2 end
+  elseif new > mark then
+    redis.call('HSET', KEYS[2], name, new)
+  end
+end
 redis.call('EXPIRE', KEYS[1], ARGV[3])
+redis.call('EXPIRE', KEYS[2], ARGV[3])
+if result < 0 then return result end
 return redis.call('SCARD', KEYS[1])
 """
 
 
 @dataclass(frozen=True, slots=True)
 class IndexState:
-    marker: int | None
-    set_exists: bool
+    """What Redis says, read atomically: the marks, the keys' types, the senders' membership."""
+
+    token: str | None
+    partitions: int | None
+    marks: Mapping[int, int]
+    set_type: str
+    marks_type: str
     members: frozenset[str]
+
+    def needs_rebuild(self, token: str, partitions: int, wanted: Mapping[int, int]) -> str | None:
+        """Why the set cannot be trusted for these partitions (None: it can, maybe after a
+        catch-up). `wanted` maps each partition to its forwarded_seq in the database."""
+        if self.set_type not in ("set", "none") or self.marks_type not in ("hash", "none"):
+            return "wrong type"
+        if self.token is None:
+            return "no marks"
+        if self.token != token:
+            return "marks of another database"
+        if self.partitions != partitions:
+            return "marks of another partition count"
+        if self.set_type == "none" and any(mark > 0 for mark in self.marks.values()):
+            return "set gone"
+        for partition, seq in wanted.items():
+            mark = self.marks.get(partition)
+            if mark is None:
+                return "a partition's mark is missing"
+            if mark > seq:
+                return "marks ahead of the database"
+        return None
+
+
+def _mark_field(partition: int) -> str:
+    return f"p{partition}"
 
 
 async def read_state(client: aioredis.Redis, senders: Sequence[str]) -> IndexState:
-    """Marker, existence and the batch senders' membership, read atomically (MULTI)."""
     async with client.pipeline(transaction=True) as pipe:
-        pipe.get(MARKER_KEY)
-        pipe.exists(SET_KEY)
+        pipe.type(SET_KEY)
+        pipe.type(MARKS_KEY)
+        pipe.hgetall(MARKS_KEY)
         if senders:
             pipe.smismember(SET_KEY, list(senders))
-        replies: list[Any] = await pipe.execute()
-    marker = int(replies[0]) if replies[0] is not None else None
+        replies: list[Any] = await pipe.execute(raise_on_error=False)
+    set_type, marks_type = str(replies[0]), str(replies[1])
+    if isinstance(replies[2], Exception) or (senders and isinstance(replies[3], Exception)):
+        # A key of the wrong type answers WRONGTYPE; the types above say which.
+        return IndexState(None, None, {}, set_type, marks_type, frozenset())
+    fields: dict[str, str] = replies[2]
+    try:
+        marks = {int(name[1:]): int(value) for name, value in fields.items() if name[:1] == "p"}
+        partitions = int(fields["n"]) if "n" in fields else None
+    except ValueError:  # not marks this code wrote
+        return IndexState(None, None, {}, set_type, "corrupt", frozenset())
     members = (
-        frozenset(s for s, is_member in zip(senders, replies[2], strict=True) if is_member)
+        frozenset(s for s, is_member in zip(senders, replies[3], strict=True) if is_member)
         if senders
         else frozenset()
     )
-    return IndexState(marker, bool(replies[1]), members)
+    return IndexState(fields.get("db"), partitions, marks, set_type, marks_type, members)
+
+
+@dataclass(frozen=True, slots=True)
+class IndexContext:
+    """What a repair needs besides the batch's own connection: the pool for a rebuild's
+    snapshot, the database's token and partition count, and the TTL."""
+
+    pool: asyncpg.Pool
+    token: str
+    partitions: int
+    ttl: int
 
 
 async def members_for_judgement(
     connection: asyncpg.Connection,
     client: aioredis.Redis,
+    context: IndexContext,
+    held: Mapping[int, int],
     senders: Sequence[str],
-    *,
-    max_seq: int,
-    ttl: int,
 ) -> frozenset[str]:
-    """The batch senders that already have an out_sms row, from a set proven complete up to
-    `max_seq` (call it holding the checkpoint lock, with `max_seq` read under it)."""
+    """The senders among `senders` that were ever forwarded, from a set proven complete for the
+    partitions `held` (partition → forwarded_seq, read under their locks)."""
     state = await read_state(client, senders)
-    if _must_rebuild(state, max_seq):
-        await rebuild(connection, client, max_seq=max_seq, ttl=ttl)
+    reason = state.needs_rebuild(context.token, context.partitions, held)
+    if reason is not None:
+        await rebuild(client, context, reason=reason)
         state = await read_state(client, senders)
-    elif state.marker is not None and state.marker < max_seq:
-        added = await _catch_up(connection, client, after=state.marker, upto=max_seq, ttl=ttl)
+    behind = {p: seq for p, seq in held.items() if state.marks.get(p, seq) < seq}
+    for partition, seq in behind.items():
+        added = await _catch_up(
+            connection, client, context, partition, after=state.marks[partition], upto=seq
+        )
         INDEX_REPAIRS.labels(kind="catch_up").inc()
         logger.info(
-            "redis index was behind out_sms, caught up",
-            extra={"from_seq": state.marker, "to_seq": max_seq, "senders": added},
+            "redis index was behind forwarded_senders, caught up",
+            extra={
+                "partition": partition,
+                "from_seq": state.marks[partition],
+                "to_seq": seq,
+                "senders": added,
+            },
         )
+    if behind:
         state = await read_state(client, senders)
-    if state.marker != max_seq or _must_rebuild(state, max_seq):
+    if state.needs_rebuild(context.token, context.partitions, held) is not None or any(
+        state.marks.get(p) != seq for p, seq in held.items()
+    ):
         # Something changed Redis under us (a flush between the repair and the read): the batch
         # is retried rather than judged from a set that is not known to be complete.
         raise IndexIncompleteError(
-            f"out_sms_numbers is not complete (marker {state.marker}, out_sms at {max_seq})"
+            "out_sms_numbers is not complete for this batch's partitions; retrying"
         )
     return state.members
 
 
-def _must_rebuild(state: IndexState, max_seq: int) -> bool:
-    return (
-        state.marker is None
-        or state.marker > max_seq
-        or (state.marker > 0 and not state.set_exists)
-    )
-
-
-async def rebuild(
-    connection: asyncpg.Connection, client: aioredis.Redis, *, max_seq: int, ttl: int
-) -> int:
-    """Rebuild the set from out_sms in chunks into a scratch key, then swap it in with the marker
-    in one MULTI. Call holding the checkpoint lock: out_sms does not grow meanwhile."""
-    scratch = f"{SET_KEY}:rebuild:{secrets.token_hex(8)}"
-    total = 0
-    last = ""
-    while True:
-        rows = await connection.fetch(sql.DISTINCT_SENDERS_AFTER, last, CHUNK)
-        if not rows:
-            break
-        chunk = [row["sender_number"] for row in rows]
-        async with client.pipeline(transaction=False) as pipe:
-            pipe.sadd(scratch, *chunk)
-            pipe.expire(scratch, 600)  # a crash mid-rebuild leaves no litter for long
-            await pipe.execute()
-        total += len(chunk)
-        last = chunk[-1]
-    async with client.pipeline(transaction=True) as pipe:
-        if total:
-            pipe.rename(scratch, SET_KEY)
-            pipe.expire(SET_KEY, ttl)
-        else:
-            pipe.delete(SET_KEY)
-        pipe.set(MARKER_KEY, max_seq, ex=ttl)
-        await pipe.execute()
-    INDEX_REPAIRS.labels(kind="rebuild").inc()
-    INDEX_SIZE.set(total)
-    logger.warning("redis index rebuilt from out_sms", extra={"senders": total, "to_seq": max_seq})
-    return total
-
-
 async def _catch_up(
-    connection: asyncpg.Connection, client: aioredis.Redis, *, after: int, upto: int, ttl: int
+    connection: asyncpg.Connection,
+    client: aioredis.Redis,
+    context: IndexContext,
+    partition: int,
+    *,
+    after: int,
+    upto: int,
 ) -> int:
     added = 0
     while after < upto:
-        rows = await connection.fetch(sql.SENDERS_AFTER_SEQ, after, upto, CHUNK)
-        if not rows:  # seq values are never reused, but rolled-back inserts leave holes
-            break
+        rows = await connection.fetch(sql.FORWARDED_AFTER_SEQ, partition, after, upto, CHUNK)
+        if not rows:
+            raise IndexIncompleteError(
+                f"forwarded_senders of partition {partition} has no seq in ({after}, {upto}]"
+            )
         last = int(rows[-1]["seq"])
-        await write_through(
+        reply = await write_through(
             client,
+            context,
             [row["sender_number"] for row in rows],
-            previous_seq=after,
-            new_seq=last,
-            ttl=ttl,
+            {partition: (after, last)},
         )
+        if reply < 0:
+            raise IndexIncompleteError(f"catch-up of partition {partition} refused ({reply})")
         added += len(rows)
         after = last
-    if after < upto:
-        await write_through(client, [], previous_seq=after, new_seq=upto, ttl=ttl)
     return added
+
+
+@contextlib.asynccontextmanager
+async def _rebuild_lock(client: aioredis.Redis) -> AsyncIterator[str]:
+    """One rebuild at a time across every worker; the holder renews it per chunk. A worker that
+    finds it taken retries its batch later (the holder's rebuild will serve it)."""
+    value = secrets.token_hex(16)
+    if not await client.set(REBUILD_LOCK_KEY, value, nx=True, ex=REBUILD_LOCK_SECONDS):
+        raise IndexIncompleteError("another worker is rebuilding out_sms_numbers")
+    try:
+        yield value
+    finally:
+        with contextlib.suppress(Exception):
+            if await client.get(REBUILD_LOCK_KEY) == value:
+                await client.delete(REBUILD_LOCK_KEY)
+
+
+async def rebuild(client: aioredis.Redis, context: IndexContext, *, reason: str) -> int:
+    """Rebuild the set from forwarded_senders into a scratch key, then swap it in with fresh
+    marks in one MULTI. The rows and every partition's forwarded_seq come from one REPEATABLE
+    READ snapshot, so each mark claims exactly what the scratch set holds; partitions that
+    commit meanwhile find their marks behind and catch up."""
+    scratch = f"{SET_KEY}:rebuild:{secrets.token_hex(8)}"
+    total = 0
+    async with _rebuild_lock(client):
+        async with db.transaction(
+            context.pool, isolation="repeatable_read", readonly=True
+        ) as snapshot:
+            seqs = {
+                row["partition_no"]: row["forwarded_seq"]
+                for row in await snapshot.fetch(sql.PARTITION_SEQS)
+            }
+            last = ""
+            while True:
+                rows = await snapshot.fetch(sql.FORWARDED_SENDERS_AFTER, last, CHUNK)
+                if not rows:
+                    break
+                chunk = [row["sender_number"] for row in rows]
+                async with client.pipeline(transaction=False) as pipe:
+                    pipe.sadd(scratch, *chunk)
+                    pipe.expire(scratch, 600)  # a crash mid-rebuild leaves no litter for long
+                    pipe.expire(REBUILD_LOCK_KEY, REBUILD_LOCK_SECONDS)
+                    await pipe.execute()
+                total += len(chunk)
+                last = chunk[-1]
+                await asyncio.sleep(0)  # let the process's other batches breathe
+        marks: dict[EncodableT, EncodableT] = {"db": context.token, "n": context.partitions}
+        marks.update({_mark_field(p): seq for p, seq in seqs.items()})
+        async with client.pipeline(transaction=True) as pipe:
+            pipe.delete(MARKS_KEY)
+            if total:
+                pipe.rename(scratch, SET_KEY)
+                pipe.expire(SET_KEY, context.ttl)
+            else:
+                pipe.delete(SET_KEY)
+            pipe.hset(MARKS_KEY, mapping=marks)
+            pipe.expire(MARKS_KEY, context.ttl)
+            await pipe.execute()
+    INDEX_REPAIRS.labels(kind="rebuild").inc()
+    INDEX_SIZE.set(total)
+    logger.warning(
+        "redis index rebuilt from forwarded_senders",
+        extra={"reason": reason, "senders": total, "partitions": len(seqs)},
+    )
+    return total
 
 
 async def write_through(
     client: aioredis.Redis,
+    context: IndexContext,
     senders: Collection[str],
-    *,
-    previous_seq: int,
-    new_seq: int,
-    ttl: int,
+    moves: Mapping[int, tuple[int, int]],
 ) -> int:
-    """Add the senders of out_sms rows (previous_seq, new_seq] and move the marker; renews the
-    TTL. Returns SCARD, or a negative code when completeness could not be claimed."""
+    """Add `senders` and move each partition's mark from its previous to its new seq; renews
+    the TTL. Returns SCARD, or a negative code when completeness could not be claimed."""
+    triples = [value for p, (previous, new) in moves.items() for value in (p, previous, new)]
     reply = await cast(
         Any,
-        client.eval(_WRITE_THROUGH, 2, SET_KEY, MARKER_KEY, previous_seq, new_seq, ttl, *senders),
+        client.eval(
+            _WRITE_THROUGH,
+            2,
+            SET_KEY,
+            MARKS_KEY,
+            context.token,
+            context.partitions,
+            context.ttl,
+            len(moves),
+            *triples,
+            *senders,
+        ),
     )
     size = int(reply)
     if size >= 0:
@@ -209,7 +354,7 @@ async def write_through(
 async def renew_ttl(client: aioredis.Redis, ttl: int) -> None:
     async with client.pipeline(transaction=True) as pipe:
         pipe.expire(SET_KEY, ttl)
-        pipe.expire(MARKER_KEY, ttl)
+        pipe.expire(MARKS_KEY, ttl)
         pipe.scard(SET_KEY)
         replies: list[Any] = await pipe.execute()
     INDEX_SIZE.set(int(replies[2]))

@@ -26,12 +26,17 @@ CHECK_RESULTS: Final = Counter(
     "Check results written to sms_monitor.",
     ["check", "result"],
 )
+# Gauges say how they merge across the processes of one validator (prometheus_client's
+# multiprocess mode; ignored in a single process).
 BACKLOG_SIZE: Final = Gauge(
-    "sms_validator_backlog_sms", "input_sms rows after the checkpoint (counted up to a cap)."
+    "sms_validator_backlog_sms",
+    "input_sms rows after the checkpoint (counted up to a cap).",
+    multiprocess_mode="max",
 )
 BACKLOG_AGE: Final = Gauge(
     "sms_validator_backlog_age_seconds",
     "Age of the oldest input_sms row after the checkpoint (0 when there is none).",
+    multiprocess_mode="max",
 )
 SWEEPER_FOUND: Final = Counter(
     "sms_validator_sweeper_found_total",
@@ -48,4 +53,11 @@ PAUSED: Final = Gauge(
     "sms_validator_paused",
     "1 while the engine claims no batch, by reason (maintenance, configuration).",
     ["reason"],
+    multiprocess_mode="max",
+)
+WAITING: Final = Gauge(
+    "sms_validator_waiting",
+    "1 while the engine waits out a transient fault (database, pgbouncer or Redis) that "
+    "outlasted its retries; /ready says which.",
+    multiprocess_mode="max",
 )

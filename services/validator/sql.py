@@ -13,15 +13,20 @@ from collections.abc import Sequence
 from functools import lru_cache
 from typing import Final
 
-# The checkpoint row's lock serialises every batch and sweep of every validator process: a batch
-# reads the checkpoint, judges and writes while holding it, so two batches never judge the same
-# SMS and out_sms.seq is handed out in commit order. Transaction-scoped, so it works through
-# pgbouncer's transaction mode.
-LOCK_CHECKPOINT: Final = """
-SELECT setting_value FROM system_settings
-WHERE setting_key = 'last_processed_uuid'
+# The partitions this worker holds, locked for the whole batch. A batch judges only the senders of
+# partitions whose rows it has locked with `owner` = itself, so two batches never judge the same
+# sender at once, and a worker whose lease was taken over (it stalled longer than the lease) finds
+# no row and judges nothing: the lock and the owner check are the fence. Ordered, so that the
+# offline repartitioning, which locks them all, cannot deadlock with a batch.
+LOCK_PARTITIONS: Final = """
+SELECT partition_no, checkpoint, forwarded_seq
+FROM validator_partitions
+WHERE owner = $1
+ORDER BY partition_no
 FOR UPDATE
 """
+
+PARTITION_COUNT: Final = "SELECT count(*) FROM validator_partitions"
 
 # The settle horizon: an instant before which no uncommitted input_sms row can still appear.
 # A row not yet visible belongs to a transaction that is open now (its xact_start is listed
@@ -33,7 +38,8 @@ FOR UPDATE
 # pg_stat_activity (PostgreSQL caches it per transaction), and it must run in a statement
 # BEFORE the one that reads the rows, so that the rows' snapshot is later than this view.
 SETTLE_HORIZON: Final = """
-SELECT least(
+SELECT h.horizon, uuid_v7_lower_bound(h.horizon) AS first_unsettled
+FROM (SELECT least(
     clock_timestamp() - make_interval(secs => $1::float8),
     (SELECT min(a.xact_start)
      FROM pg_stat_activity a
@@ -42,20 +48,26 @@ SELECT least(
        AND a.backend_type = 'client backend'
        AND a.xact_start IS NOT NULL
        AND has_any_column_privilege(a.usesysid, 'public.input_sms', 'INSERT'))
-)
+) AS horizon) AS h
 """
 
-# The next rows after the checkpoint and below the horizon, in uuid order. A range scan of the
-# primary key bounded by LIMIT, and an anti-join on sms_monitor's primary key: the cost does not
-# depend on the size of either table. The anti-join repeats the uuid range on sms_monitor: without
-# it, at millions of rows the planner may choose a merge anti-join that reads sms_monitor's whole
-# primary key from the start (measured: 1.4 s at 10 million rows, docs/benchmarks.md). A
-# 'pending' row (an admin requeue) is not final.
+# The next rows of this worker's partitions after their checkpoints and below the horizon, in
+# uuid order. $4 holds one checkpoint per partition, indexed by partition number + 1; partitions
+# of other workers hold the largest uuid, so none of their rows pass. The scan is a range of the
+# primary key from the smallest of this worker's checkpoints, stopped by LIMIT: it reads the rows
+# of the other workers' partitions in that range too (as many again per other worker), and an
+# anti-join on sms_monitor's primary key, so its cost does not depend on the size of either
+# table. The anti-join repeats the uuid range on sms_monitor: without it, at millions of rows the
+# planner may choose a merge anti-join that reads sms_monitor's whole primary key from the start
+# (measured: 1.4 s at 10 million rows, docs/benchmarks.md). A 'pending' row (an admin requeue) is
+# not final.
 FETCH_BATCH: Final = """
-SELECT i.uuid, i.sender_number, i.sms_message, i.received_timestamp, i.created_at
+SELECT i.uuid, i.sender_number, i.sms_message, i.received_timestamp, i.created_at,
+       sms_sender_partition(i.sender_number, $5) AS partition_no
 FROM input_sms i
 WHERE i.uuid > $1::uuid
   AND i.uuid < uuid_v7_lower_bound($2::timestamptz)
+  AND i.uuid > ($4::uuid[])[sms_sender_partition(i.sender_number, $5) + 1]
   AND NOT EXISTS (SELECT FROM sms_monitor m
                   WHERE m.uuid = i.uuid
                     AND m.uuid > $1::uuid AND m.uuid < uuid_v7_lower_bound($2::timestamptz)
@@ -64,23 +76,30 @@ ORDER BY i.uuid
 LIMIT $3
 """
 
-# The sweeper: rows at or below the checkpoint that still need a final result. Requeued rows
-# ('pending', found through idx_overall_status) and, as a defence in depth, committed rows of
-# the last $2 seconds below the checkpoint without any sms_monitor row (the horizon makes these
-# impossible; the metric of what is found here should stay at zero).
+# The first uuid a batch may not take: rows below it are settled (see SETTLE_HORIZON).
+HORIZON_UUID: Final = "SELECT uuid_v7_lower_bound($1::timestamptz)"
+
+# The sweeper: rows of this worker's partitions at or below their checkpoints that still need
+# a final result. Requeued rows ('pending', found through idx_overall_status) and, as a defence in
+# depth, committed rows of the last $2 seconds below the checkpoint without any sms_monitor row
+# (the horizon makes these impossible; the metric of what is found here should stay at zero).
+# $1 is the largest of the worker's checkpoints, $4 one checkpoint per partition (other
+# workers' partitions hold the zero uuid, so none of their rows pass).
 FETCH_SWEEP: Final = """
 (SELECT i.uuid, i.sender_number, i.sms_message, i.received_timestamp, i.created_at,
-        true AS requeued
+        sms_sender_partition(i.sender_number, $5) AS partition_no, true AS requeued
  FROM sms_monitor m JOIN input_sms i ON i.uuid = m.uuid
  WHERE m.overall_status = 'pending' AND m.uuid <= $1::uuid
+   AND i.uuid <= ($4::uuid[])[sms_sender_partition(i.sender_number, $5) + 1]
  ORDER BY m.uuid
  LIMIT $3)
 UNION ALL
 (SELECT i.uuid, i.sender_number, i.sms_message, i.received_timestamp, i.created_at,
-        false AS requeued
+        sms_sender_partition(i.sender_number, $5) AS partition_no, false AS requeued
  FROM input_sms i
  WHERE i.uuid <= $1::uuid
    AND i.uuid >= uuid_v7_lower_bound(uuid_v7_time($1::uuid) - make_interval(secs => $2::float8))
+   AND i.uuid <= ($4::uuid[])[sms_sender_partition(i.sender_number, $5) + 1]
    AND NOT EXISTS (SELECT FROM sms_monitor m
                    WHERE m.uuid = i.uuid AND m.uuid <= $1::uuid
                      AND m.uuid >= uuid_v7_lower_bound(
@@ -91,9 +110,9 @@ ORDER BY uuid
 LIMIT $3
 """
 
-# The ledger of a batch's distinct senders, and where out_sms stands. The counter and blacklist
-# rows are locked so that an operator's reset (DELETE /blacklist/{sender}) waits for the batch
-# instead of being overwritten by the batch's final counts.
+# The ledger of a batch's distinct senders. The counter and blacklist rows are locked so that an
+# operator's reset (DELETE /blacklist/{sender}) waits for the batch instead of being overwritten
+# by the batch's final counts.
 LOAD_LEDGER: Final = """
 WITH counts AS (
     SELECT sender_number, message_count FROM count_sms
@@ -107,20 +126,89 @@ WITH counts AS (
 SELECT 'count' AS kind, sender_number, coalesce(message_count, 0)::bigint AS value FROM counts
 UNION ALL
 SELECT 'blacklisted', sender_number, NULL FROM listed
-UNION ALL
-SELECT 'max_seq', NULL, (SELECT coalesce(max(seq), 0) FROM out_sms)
 """
 
-MAX_SEQ: Final = "SELECT coalesce(max(seq), 0) FROM out_sms"
-
-# The index's catch-up and rebuild (services/validator/index.py), both under the checkpoint lock.
-SENDERS_AFTER_SEQ: Final = """
-SELECT seq, sender_number FROM out_sms WHERE seq > $1 AND seq <= $2 ORDER BY seq LIMIT $3
+# The index's repairs (services/validator/index.py). A partition's catch-up, under the lock of
+# that partition (so its rows cannot grow meanwhile), in bounded chunks.
+FORWARDED_AFTER_SEQ: Final = """
+SELECT seq, sender_number FROM forwarded_senders
+WHERE partition_no = $1 AND seq > $2 AND seq <= $3
+ORDER BY seq
+LIMIT $4
 """
-DISTINCT_SENDERS_AFTER: Final = """
-SELECT DISTINCT sender_number FROM out_sms WHERE sender_number > $1
+# A rebuild, in one REPEATABLE READ snapshot: where every partition stands, then every forwarded
+# sender in chunks by keyset. Rows of a partition up to its forwarded_seq are all committed in
+# that snapshot (a partition's batches are serialised by its lease).
+DATABASE_TOKEN: Final = "SELECT token::text FROM validator_identity"  # noqa: S105 (not a secret)
+PARTITION_SEQS: Final = "SELECT partition_no, forwarded_seq FROM validator_partitions"
+FORWARDED_SENDERS_AFTER: Final = """
+SELECT sender_number FROM forwarded_senders WHERE sender_number > $1
 ORDER BY sender_number LIMIT $2
 """
+
+# Leases (services/validator/partitions.py). A worker announces itself and renews what it holds;
+# then counts the live workers for its fair share.
+HEARTBEAT: Final = """
+WITH me AS (
+    INSERT INTO validator_workers AS w (worker_id, expires_at)
+    VALUES ($1, clock_timestamp() + make_interval(secs => $2::float8))
+    ON CONFLICT (worker_id) DO UPDATE SET expires_at = EXCLUDED.expires_at
+    RETURNING 1
+), renewed AS (
+    UPDATE validator_partitions
+    SET lease_expires_at = clock_timestamp() + make_interval(secs => $2::float8)
+    WHERE owner = $1
+    RETURNING partition_no
+)
+SELECT (SELECT count(*) FROM validator_workers
+        WHERE expires_at > clock_timestamp() AND worker_id <> $1) + 1 AS workers,
+       (SELECT count(*) FROM validator_partitions) AS partitions,
+       (SELECT coalesce(array_agg(partition_no ORDER BY partition_no), '{}') FROM renewed)
+           AS held
+"""
+# Free partitions, or partitions whose lease ran out, that no batch is judging now (SKIP LOCKED:
+# a partition locked by a batch has a live owner).
+CLAIM_PARTITIONS: Final = """
+UPDATE validator_partitions p
+SET owner = $1, lease_expires_at = clock_timestamp() + make_interval(secs => $2::float8)
+FROM (SELECT partition_no FROM validator_partitions
+      WHERE owner IS NULL OR lease_expires_at < clock_timestamp()
+      ORDER BY partition_no
+      LIMIT $3
+      FOR UPDATE SKIP LOCKED) AS free
+WHERE p.partition_no = free.partition_no
+RETURNING p.partition_no
+"""
+RELEASE_PARTITIONS: Final = """
+UPDATE validator_partitions SET owner = NULL, lease_expires_at = '-infinity'
+WHERE owner = $1 AND partition_no = ANY($2::int[])
+"""
+# A worker with nothing to judge moves its partitions' checkpoints up to the horizon.
+ADVANCE_CHECKPOINTS: Final = """
+UPDATE validator_partitions p SET checkpoint = u.checkpoint
+FROM unnest($2::int[], $3::uuid[]) AS u(partition_no, checkpoint)
+WHERE p.partition_no = u.partition_no AND p.owner = $1 AND p.checkpoint < u.checkpoint
+"""
+RELEASE_ALL_PARTITIONS: Final = """
+UPDATE validator_partitions SET owner = NULL, lease_expires_at = '-infinity' WHERE owner = $1
+"""
+FORGET_WORKER: Final = "DELETE FROM validator_workers WHERE worker_id = $1"
+FORGET_EXPIRED_WORKERS: Final = """
+DELETE FROM validator_workers WHERE expires_at < clock_timestamp() - interval '1 hour'
+"""
+
+# The published checkpoint (SPEC §3, §6.3): every SMS before the smallest partition checkpoint is
+# judged. Only ever moved forward, and a value broken by hand is replaced.
+PUBLISH_CHECKPOINT: Final = """
+WITH low AS (SELECT checkpoint FROM validator_partitions ORDER BY checkpoint LIMIT 1)
+UPDATE system_settings s SET setting_value = low.checkpoint::text, updated_at = now()
+FROM low
+WHERE s.setting_key = 'last_processed_uuid'
+  AND CASE WHEN s.setting_value ~* '^[0-9a-f]{8}-([0-9a-f]{4}-){3}[0-9a-f]{12}$'
+           THEN s.setting_value::uuid < low.checkpoint
+           ELSE true END
+"""
+LOWEST_CHECKPOINT: Final = "SELECT checkpoint FROM validator_partitions ORDER BY checkpoint LIMIT 1"
 
 # Backlog, for the metrics: bounded, so that a huge backlog does not make the gauge expensive.
 BACKLOG: Final = """
@@ -143,7 +231,8 @@ def write_statement(check_names: Sequence[str]) -> str:
     $1 uuid[]  $2.. one int[] per check column (in `check_names` order), then overall_status,
     processing_started_at, processing_completed_at, failed_at_check, batch_id, retry_count;
     then out_sms (uuid, sender, message), count_sms (sender, count),
-    blacklist_sms (sender, count), and the new checkpoint (NULL: a sweep leaves it alone).
+    blacklist_sms (sender, count), the worker's id, forwarded_senders (sender, partition, seq,
+    first uuid), and the worker's partitions (number, checkpoint, forwarded seq).
 
     The sms_monitor upsert refuses to overwrite a final row (only 'pending' is replaced), and
     the statement reports how many rows it wrote, so a double judgement cannot go unnoticed.
@@ -209,9 +298,13 @@ WITH judged AS (
 ), forwarded AS (
     INSERT INTO out_sms (uuid, sender_number, sms_message)
     SELECT * FROM unnest({param(6, "uuid[]")}, {param(7, "text[]")}, {param(8, "text[]")})
-        AS f(uuid, sender_number, sms_message)
-    ORDER BY f.uuid
-    RETURNING seq
+    RETURNING 1
+), first_forwarded AS (
+    -- A sender's first forwarded SMS; the ledger knows from the index that it is the first.
+    INSERT INTO forwarded_senders (sender_number, partition_no, seq, first_uuid)
+    SELECT * FROM unnest({param(14, "text[]")}, {param(15, "int[]")}, {param(16, "bigint[]")},
+                         {param(17, "uuid[]")})
+    RETURNING 1
 ), counted AS (
     INSERT INTO count_sms AS c (sender_number, message_count, last_updated)
     SELECT s, n, now() FROM unnest({param(9, "text[]")}, {param(10, "int[]")}) AS u(s, n)
@@ -226,10 +319,15 @@ WITH judged AS (
     ON CONFLICT (sender_number) DO UPDATE SET message_count = EXCLUDED.message_count
     RETURNING 1
 ), advanced AS (
-    UPDATE system_settings SET setting_value = {param(13, "text")}, updated_at = now()
-    WHERE setting_key = 'last_processed_uuid' AND {param(13, "text")} IS NOT NULL
+    -- The partitions' new checkpoints and seqs, only where this worker still holds the lease
+    -- (it does: their rows are locked since the start of the batch).
+    UPDATE validator_partitions p
+    SET checkpoint = u.checkpoint, forwarded_seq = u.forwarded_seq
+    FROM unnest({param(18, "int[]")}, {param(19, "uuid[]")}, {param(20, "bigint[]")})
+        AS u(partition_no, checkpoint, forwarded_seq)
+    WHERE p.partition_no = u.partition_no AND p.owner = {param(13, "text")}
     RETURNING 1
 )
 SELECT (SELECT count(*) FROM judged) AS judged,
-       (SELECT coalesce(max(seq), 0) FROM forwarded) AS max_seq
+       (SELECT count(*) FROM advanced) AS advanced
 """  # noqa: S608

@@ -1,8 +1,8 @@
 """The one database bootstrap (`sms-bootstrap`, sms_gateway/bootstrap.py): what compose, the
-playbook, `./stack` and this harness run. A second run changes nothing; on a cluster that checks
-passwords (scram-sha-256, any standard install) a second `./stack up`, or a `./stack test`
-beside a running stack, leaves the running pgbouncer able to log in, and a changed password
-reaches it without a restart."""
+playbook, `./stack` and this harness run. On a cluster of their own that checks passwords
+(scram-sha-256, any standard install): a second run changes nothing, a second `./stack up`, or a
+`./stack test` beside a running stack, leaves the running pgbouncer able to log in, and a changed
+password reaches it without a restart."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import socket
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import asyncpg
@@ -22,7 +22,7 @@ import pytest
 from sms_gateway import bootstrap
 from sms_gateway.bootstrap import OWNER, SERVICE_ROLES, Bootstrap, Target, scram_verifier
 from sms_gateway.devstack import passwords
-from tests.conftest import Infra, drop_database
+from tests.conftest import Infra
 
 
 def test_a_verifier_matches_its_password_and_no_other() -> None:
@@ -34,90 +34,7 @@ def test_a_verifier_matches_its_password_and_no_other() -> None:
     assert scram_verifier("s3cret") != verifier  # a fresh salt each time
 
 
-@pytest.fixture
-async def database_name(infra: Infra) -> AsyncIterator[str]:
-    name = f"smsgw_b_{uuid.uuid4().hex[:16]}"
-    try:
-        yield name
-    finally:
-        await drop_database(infra.stack, name)
-
-
-async def test_a_second_bootstrap_changes_nothing(
-    infra: Infra, database_name: str, tmp_path: Path
-) -> None:
-    target = Target(
-        admin_dsn=infra.stack.pg_admin_url,
-        database=database_name,
-        passwords=passwords(infra.stack),
-        pinned_settings={"redis_host": "redis.internal", "redis_port": "6390"},
-        output_dir=tmp_path,
-    )
-    first = await bootstrap.bootstrap(target)
-    assert f"database {database_name}" in first.changes
-    assert "migration 0009_least_privilege" in first.changes
-    assert {"setting redis_host", "setting redis_port"} <= set(first.changes)
-    assert first.pgbouncer_pool_size == 10
-    assert (tmp_path / "pool_size").read_text() == "10\n"
-    userlist = (tmp_path / "userlist.txt").read_text()
-    for role in (OWNER, *SERVICE_ROLES):
-        assert f'"{role.name}" "SCRAM-SHA-256$' in userlist
-    assert (tmp_path / "userlist.txt").stat().st_mode & 0o777 == 0o640
-
-    second = await bootstrap.bootstrap(target)
-    assert second.changes == []
-    assert not second.auth_file_changed
-    assert json.loads(second.as_json()) == {
-        "changed": False,
-        "changes": [],
-        "pgbouncer_pool_size": 10,
-    }
-
-
-def test_the_command_line_reads_its_secrets_from_the_environment_or_files(
-    infra: Infra, database_name: str, tmp_path: Path
-) -> None:
-    """`sms-bootstrap` as compose and the playbook run it: one JSON line on stdout."""
-    secret_file = tmp_path / "owner_password"
-    secret_file.write_text(infra.stack.owner_password + "\n")
-    environment = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("SMSGW_")},
-        "SMSGW_OWNER_PASSWORD_FILE": str(secret_file),
-        **{role.password_variable: infra.stack.role_password for role in SERVICE_ROLES},
-    }
-    command = [
-        str(Path(sys.executable).with_name("sms-bootstrap")),
-        f"--admin-dsn={infra.stack.pg_admin_url}",
-        f"--database={database_name}",
-        "--setting=redis_host=127.0.0.1",
-        f"--output-dir={tmp_path}",
-    ]
-    first = subprocess.run(command, env=environment, capture_output=True, text=True, check=False)
-    assert first.returncode == 0, first.stderr
-    assert json.loads(first.stdout)["changed"] is True
-    second = subprocess.run(command, env=environment, capture_output=True, text=True, check=False)
-    assert json.loads(second.stdout) == {
-        "changed": False,
-        "changes": [],
-        "pgbouncer_pool_size": 10,
-    }
-
-    del environment["SMSGW_OWNER_PASSWORD_FILE"]
-    refused = subprocess.run(command, env=environment, capture_output=True, text=True, check=False)
-    assert refused.returncode == 1
-    assert "SMSGW_OWNER_PASSWORD (or SMSGW_OWNER_PASSWORD_FILE) is not set" in refused.stderr
-
-
-async def test_a_bad_pinned_setting_or_missing_password_is_refused(infra: Infra) -> None:
-    with pytest.raises(bootstrap.BootstrapError, match="no password for sms_admin"):
-        await Bootstrap(infra.stack.pg_admin_url).roles(
-            {k: v for k, v in passwords(infra.stack).items() if k != "sms_admin"}
-        )
-    with pytest.raises(bootstrap.BootstrapError, match="expected key=value"):
-        bootstrap._pinned(["redis_host"])
-
-
-# ------------------------------------------------------------------ a cluster that checks passwords
+# ------------------------------------------------------------ a cluster of their own
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -137,12 +54,13 @@ def _drop_cluster(version: str, name: str) -> None:
     subprocess.run(["pg_dropcluster", "--stop", version, name], capture_output=True, check=False)
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def scram_cluster() -> Iterator[str]:
     """A throwaway PostgreSQL cluster (a name and a port of its own, so that test runs side by
     side do not meet) that checks passwords with scram-sha-256 on TCP, as any standard install
     does; only the superuser is trusted, on loopback, as the harness's own cluster trusts it.
-    Its superuser URL."""
+    Its superuser URL. Roles are cluster-wide: on a cluster of their own, these tests see only
+    their own bootstraps (the harness's cluster is shared with every other test run)."""
     if shutil.which("pg_createcluster") is None:
         pytest.skip("pg_createcluster is not installed (Debian's postgresql-common)")
     version = _cluster_version()
@@ -173,6 +91,82 @@ def scram_cluster() -> Iterator[str]:
         yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
     finally:
         _drop_cluster(version, name)
+
+
+PASSWORDS = {role.name: f"{role.name}-bootstrap-test" for role in (OWNER, *SERVICE_ROLES)}
+
+
+async def test_a_second_bootstrap_changes_nothing(scram_cluster: str, tmp_path: Path) -> None:
+    database_name = "sms_bootstrap_twice"
+    target = Target(
+        admin_dsn=scram_cluster,
+        database=database_name,
+        passwords=PASSWORDS,
+        pinned_settings={"redis_host": "redis.internal", "redis_port": "6390"},
+        output_dir=tmp_path,
+    )
+    first = await bootstrap.bootstrap(target)
+    assert f"database {database_name}" in first.changes
+    assert "migration 0009_least_privilege" in first.changes
+    assert {"setting redis_host", "setting redis_port"} <= set(first.changes)
+    assert first.pgbouncer_pool_size == 10
+    assert (tmp_path / "pool_size").read_text() == "10\n"
+    userlist = (tmp_path / "userlist.txt").read_text()
+    for role in (OWNER, *SERVICE_ROLES):
+        assert f'"{role.name}" "SCRAM-SHA-256$' in userlist
+    assert (tmp_path / "userlist.txt").stat().st_mode & 0o777 == 0o640
+
+    second = await bootstrap.bootstrap(target)
+    assert second.changes == []
+    assert not second.auth_file_changed
+    assert json.loads(second.as_json()) == {
+        "changed": False,
+        "changes": [],
+        "pgbouncer_pool_size": 10,
+    }
+
+
+def test_the_command_line_reads_its_secrets_from_the_environment_or_files(
+    scram_cluster: str, tmp_path: Path
+) -> None:
+    """`sms-bootstrap` as compose and the playbook run it: one JSON line on stdout."""
+    secret_file = tmp_path / "owner_password"
+    secret_file.write_text(PASSWORDS[OWNER.name] + "\n")
+    environment = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("SMSGW_")},
+        "SMSGW_OWNER_PASSWORD_FILE": str(secret_file),
+        **{role.password_variable: PASSWORDS[role.name] for role in SERVICE_ROLES},
+    }
+    command = [
+        str(Path(sys.executable).with_name("sms-bootstrap")),
+        f"--admin-dsn={scram_cluster}",
+        "--database=sms_bootstrap_command",
+        "--setting=redis_host=127.0.0.1",
+        f"--output-dir={tmp_path}",
+    ]
+    first = subprocess.run(command, env=environment, capture_output=True, text=True, check=False)
+    assert first.returncode == 0, first.stderr
+    assert json.loads(first.stdout)["changed"] is True
+    second = subprocess.run(command, env=environment, capture_output=True, text=True, check=False)
+    assert json.loads(second.stdout) == {
+        "changed": False,
+        "changes": [],
+        "pgbouncer_pool_size": 10,
+    }
+
+    del environment["SMSGW_OWNER_PASSWORD_FILE"]
+    refused = subprocess.run(command, env=environment, capture_output=True, text=True, check=False)
+    assert refused.returncode == 1
+    assert "SMSGW_OWNER_PASSWORD (or SMSGW_OWNER_PASSWORD_FILE) is not set" in refused.stderr
+
+
+async def test_a_bad_pinned_setting_or_missing_password_is_refused(infra: Infra) -> None:
+    with pytest.raises(bootstrap.BootstrapError, match="no password for sms_admin"):
+        await Bootstrap(infra.stack.pg_admin_url).roles(
+            {k: v for k, v in passwords(infra.stack).items() if k != "sms_admin"}
+        )
+    with pytest.raises(bootstrap.BootstrapError, match="expected key=value"):
+        bootstrap._pinned(["redis_host"])
 
 
 async def _login(port: int, role: str, password: str, database: str) -> int:

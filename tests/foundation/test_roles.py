@@ -118,6 +118,9 @@ LEAST_PRIVILEGES: dict[str, set[tuple[str, str | None, str]]] = {
                 "system_settings",
                 "settings_audit",
                 "sms_status_counts",
+                "validator_partitions",
+                "validator_workers",
+                "forwarded_senders",
             )
         },
         ("system_settings", None, "INSERT"),

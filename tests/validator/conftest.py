@@ -19,7 +19,7 @@ import checks
 from checks.base import Check, CheckSecrets
 from services.validator.batch import BatchOutcome, BatchRunner
 from services.validator.engine import Engine
-from services.validator.index import MARKER_KEY, SET_KEY
+from services.validator.index import MARKS_KEY, SET_KEY
 from sms_gateway import db
 from sms_gateway.redis import RedisLink
 from sms_gateway.settings import SettingsStore
@@ -195,12 +195,16 @@ async def reset_results(
     owner_pool: asyncpg.Pool, client: aioredis.Redis, *, inputs: bool = False
 ) -> None:
     """Forget every judgement (and with `inputs` every SMS): checkpoint at zero, Redis empty."""
-    tables = "sms_monitor, out_sms, count_sms, blacklist_sms" + (", input_sms" if inputs else "")
+    tables = "sms_monitor, out_sms, forwarded_senders, count_sms, blacklist_sms, " + (
+        "validator_workers" + (", input_sms" if inputs else "")
+    )
     async with db.transaction(owner_pool) as connection:
         await connection.execute(
             f"TRUNCATE {tables}; "
             "UPDATE system_settings SET setting_value = '00000000-0000-0000-0000-000000000000' "
-            "WHERE setting_key = 'last_processed_uuid'"
+            "WHERE setting_key = 'last_processed_uuid'; "
+            "UPDATE validator_partitions SET checkpoint = '00000000-0000-0000-0000-000000000000', "
+            "forwarded_seq = 0, owner = NULL, lease_expires_at = '-infinity'"
         )
     await client.flushdb()
 
@@ -232,9 +236,18 @@ async def out_sms_senders(pool: asyncpg.Pool) -> set[str]:
     return {row["sender_number"] for row in rows}
 
 
-async def redis_marker(client: aioredis.Redis) -> int | None:
-    value = await client.get(MARKER_KEY)
-    return int(value) if value is not None else None
+async def redis_marks(client: aioredis.Redis) -> dict[int, int]:
+    """partition -> the seq up to which the set claims that partition complete."""
+    fields = await client.hgetall(MARKS_KEY)
+    return {int(name[1:]): int(value) for name, value in fields.items() if name[:1] == "p"}
+
+
+async def forwarded_seqs(pool: asyncpg.Pool) -> dict[int, int]:
+    async with db.transaction(pool, readonly=True) as connection:
+        rows = await connection.fetch(
+            "SELECT partition_no, forwarded_seq FROM validator_partitions"
+        )
+    return {row["partition_no"]: row["forwarded_seq"] for row in rows}
 
 
 def stream(pairs: Iterable[tuple[str, bool]]) -> list[NewSms]:

@@ -17,6 +17,7 @@ from prometheus_client import REGISTRY
 
 import checks
 from checks.base import CheckContext, CheckResult, IncomingSms
+from services.validator import sql
 from sms_gateway import db
 from sms_gateway.redis import RedisLink
 from tests.validator.conftest import (
@@ -24,10 +25,11 @@ from tests.validator.conftest import (
     NewSms,
     drain,
     final_state,
+    forwarded_seqs,
     insert_sms,
     make_runner,
     out_sms_senders,
-    redis_marker,
+    redis_marks,
     redis_senders,
     sequential_state,
     set_settings,
@@ -46,13 +48,31 @@ async def monitor_row(pool: asyncpg.Pool, uuid: UUID) -> asyncpg.Record:
 
 
 async def checkpoint(pool: asyncpg.Pool) -> UUID:
+    """The point before which every SMS is judged: the smallest partition checkpoint (SPEC
+    §6.3; the engine publishes it as last_processed_uuid)."""
     async with db.transaction(pool, readonly=True) as connection:
-        return UUID(
-            await connection.fetchval(
-                "SELECT setting_value FROM system_settings "
-                "WHERE setting_key = 'last_processed_uuid'"
-            )
+        lowest: UUID = await connection.fetchval(
+            "SELECT checkpoint FROM validator_partitions ORDER BY checkpoint LIMIT 1"
         )
+    return lowest
+
+
+async def set_checkpoint(pool: asyncpg.Pool, value: UUID) -> None:
+    async with db.transaction(pool) as connection:
+        await connection.execute("UPDATE validator_partitions SET checkpoint = $1", value)
+
+
+async def judged_up_to(pool: asyncpg.Pool, last: UUID) -> None:
+    """Every SMS up to `last` is judged and the checkpoint stands at or after it, before any
+    SMS not yet judged."""
+    point = await checkpoint(pool)
+    assert point >= last
+    async with db.transaction(pool, readonly=True) as connection:
+        unjudged = await connection.fetchval(
+            "SELECT uuid FROM input_sms i WHERE NOT EXISTS (SELECT FROM sms_monitor m "
+            "WHERE m.uuid = i.uuid AND m.overall_status <> 'pending') ORDER BY uuid LIMIT 1"
+        )
+    assert unjudged is None or point < unjudged
 
 
 async def test_valid_sms_is_forwarded_once_and_its_sender_indexed(
@@ -83,8 +103,10 @@ async def test_valid_sms_is_forwarded_once_and_its_sender_indexed(
     assert state["out_sms"] == [(uuids[0], sender, valid_message(sender))]
     assert state["count_sms"] == [(sender, 2)]
     assert await redis_senders(redis_client) == {sender}
-    assert await redis_marker(redis_client) == 1
-    assert await checkpoint(owner_pool) == uuids[-1]
+    marks = await redis_marks(redis_client)
+    assert marks == await forwarded_seqs(owner_pool)
+    assert sum(marks.values()) == 1
+    await judged_up_to(owner_pool, uuids[-1])
 
 
 async def test_threshold_blacklists_across_batches(
@@ -178,7 +200,7 @@ async def test_a_raising_check_marks_error_without_side_effects_and_requeue_coun
     assert (await monitor_row(owner_pool, uuids[1]))["overall_status"] == "valid"
     state = await final_state(owner_pool)
     assert state["count_sms"] == [(other, 1)]  # the error SMS left no count
-    assert await checkpoint(owner_pool) == uuids[1]
+    await judged_up_to(owner_pool, uuids[1])
 
     # The admin's requeue (SPEC §7), then the check is fixed: the sweeper processes it once.
     async with db.transaction(owner_pool) as connection:
@@ -216,18 +238,23 @@ async def test_redis_loss_is_rebuilt_and_a_lagging_index_caught_up(
     await insert_sms(receiver_pool, stream((s, True) for s in SENDERS[:30]))
     await drain(runner)
     assert await redis_senders(redis_client) == set(SENDERS[:30])
-    # A crash between commit and write-through: Redis lacks the last senders, marker behind.
+    # A crash between commit and write-through: Redis lacks the last senders, marks behind.
+    before = await redis_marks(redis_client)
     await insert_sms(receiver_pool, stream((s, True) for s in SENDERS[30:40]))
     await drain(runner)
     await redis_client.srem("out_sms_numbers", *SENDERS[30:40])
-    await redis_client.set("out_sms_numbers:seq", 30)
+    await redis_client.hset(
+        "out_sms_numbers:marks", mapping={f"p{p}": seq for p, seq in before.items()}
+    )
     await insert_sms(receiver_pool, stream((s, True) for s in SENDERS[30:45]))
     await drain(runner)
     state = await final_state(owner_pool)
     forwarded = [row[1] for row in state["out_sms"]]
     assert sorted(forwarded) == sorted(SENDERS[:45])  # one row per sender, never two
     assert await redis_senders(redis_client) == set(SENDERS[:45])
-    assert await redis_marker(redis_client) == 45
+    marks = await redis_marks(redis_client)
+    assert marks == await forwarded_seqs(owner_pool)
+    assert sum(marks.values()) == 45
 
 
 async def test_settings_take_effect_within_one_batch(
@@ -314,7 +341,7 @@ async def test_two_runners_at_once_equal_one(
     assert await redis_senders(redis_client) == await out_sms_senders(owner_pool)
 
 
-async def test_a_bad_checkpoint_value_keeps_the_last_good_one(
+async def test_a_bad_published_checkpoint_never_changes_what_is_judged(
     validator_pool: asyncpg.Pool,
     receiver_pool: asyncpg.Pool,
     owner_pool: asyncpg.Pool,
@@ -322,57 +349,55 @@ async def test_a_bad_checkpoint_value_keeps_the_last_good_one(
     redis_client: aioredis.Redis,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """SPEC §3: a bad value written by hand is refused and the last good one kept; for the
-    checkpoint any value at or below the true one is safe (judged rows are never fetched)."""
+    """SPEC §3: a bad value written by hand is refused and the last good one kept. The engine
+    judges from its partitions' checkpoints; `last_processed_uuid` only reports the lowest of
+    them, so a broken report changes nothing, and the engine's upkeep writes a good one."""
     runner = make_runner(validator_pool, redis_link)
     await insert_sms(receiver_pool, stream((s, False) for s in SENDERS[:3]))
     await drain(runner)
     await set_settings(owner_pool, {"last_processed_uuid": "not-a-uuid"})
     later = await insert_sms(receiver_pool, stream((s, False) for s in SENDERS[3:6]))
     assert [v.sms.uuid for o in await drain(runner) for v in o.verdicts] == later
-    assert await checkpoint(owner_pool) == later[-1]  # the next batch wrote a good one
+    await judged_up_to(owner_pool, later[-1])
     assert any(
         getattr(r, "setting_key", None) == "last_processed_uuid" and r.levelno == logging.ERROR
         for r in caplog.records
     )
 
-    # A process that never saw a good value starts from the default (all zeros).
-    await set_settings(owner_pool, {"last_processed_uuid": "not-a-uuid"})
+    # A process that never saw a good value judges exactly the new SMS.
     newest = await insert_sms(receiver_pool, stream([(SENDERS[6], False)]))
     fresh = make_runner(validator_pool, redis_link)
     assert [v.sms.uuid for o in await drain(fresh) for v in o.verdicts] == newest
-    assert await checkpoint(owner_pool) == newest[-1]
+    await judged_up_to(owner_pool, newest[-1])
     state = await final_state(owner_pool)
     assert len(state["sms_monitor"]) == 7
     assert sum(count for _, count in state["count_sms"]) == 7  # nothing judged twice
 
+    async with db.transaction(owner_pool) as connection:
+        await connection.execute(sql.PUBLISH_CHECKPOINT)
+        published = await connection.fetchval(
+            "SELECT setting_value FROM system_settings WHERE setting_key = 'last_processed_uuid'"
+        )
+    assert UUID(published) == await checkpoint(owner_pool)
 
-async def test_a_missing_checkpoint_row_pauses_the_engine(
+
+async def test_no_partitions_pauses_the_engine(
     validator_pool: asyncpg.Pool,
     receiver_pool: asyncpg.Pool,
     owner_pool: asyncpg.Pool,
     redis_link: RedisLink,
     redis_client: aioredis.Redis,
 ) -> None:
-    """Without the row there is no lock to serialise batches on: claim nothing until it is
-    back, and never crash."""
+    """Without partition rows there is nothing to lease: claim nothing, say why, never
+    crash."""
     async with db.transaction(owner_pool) as connection:
-        await connection.execute(
-            "DELETE FROM system_settings WHERE setting_key = 'last_processed_uuid'"
-        )
-    uuids = await insert_sms(receiver_pool, stream((s, True) for s in SENDERS[:2]))
+        await connection.execute("DELETE FROM validator_partitions")
+    await insert_sms(receiver_pool, stream((s, True) for s in SENDERS[:2]))
     runner = make_runner(validator_pool, redis_link)
     await runner.warm_up()
     paused = await runner.run("batch")
     assert (paused.paused, paused.size) == ("configuration", 0)
     assert (await runner.run("sweep")).paused == "configuration"
-    async with db.transaction(owner_pool) as connection:
-        await connection.execute(
-            "INSERT INTO system_settings (setting_key, setting_value) "
-            "VALUES ('last_processed_uuid', '00000000-0000-0000-0000-000000000000')"
-        )
-    assert [v.sms.uuid for o in await drain(runner) for v in o.verdicts] == uuids
-    assert await checkpoint(owner_pool) == uuids[-1]
 
 
 def sweeper_found(reason: str) -> float:
@@ -391,7 +416,7 @@ async def test_the_sweeper_judges_rows_left_below_the_checkpoint_once(
     once, counted as missed, and the checkpoint stays where it is."""
     runner = make_runner(validator_pool, redis_link)
     uuids = await insert_sms(receiver_pool, stream((s, True) for s in SENDERS[:3]))
-    await set_settings(owner_pool, {"last_processed_uuid": str(uuids[-1])})
+    await set_checkpoint(owner_pool, uuids[-1])
     assert await drain(runner) == []  # batches only look above the checkpoint
     missed_before = sweeper_found("missed")
     sweeps = await drain(runner, kind="sweep")
@@ -399,6 +424,6 @@ async def test_the_sweeper_judges_rows_left_below_the_checkpoint_once(
     assert [v.sms.uuid for v in sweeps[0].verdicts] == uuids
     assert sweeper_found("missed") - missed_before == 3
     assert await drain(runner, kind="sweep") == []
-    assert await checkpoint(owner_pool) == uuids[-1]
+    assert await checkpoint(owner_pool) >= uuids[-1]
     assert await out_sms_senders(owner_pool) == set(SENDERS[:3])
     assert await redis_senders(redis_client) == set(SENDERS[:3])
