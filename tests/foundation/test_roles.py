@@ -259,6 +259,8 @@ async def test_admin_writes_settings_but_never_moves_the_checkpoint(
         f"VALUES ('{CHECKPOINT}', '{MOVED}') ON CONFLICT (setting_key) DO NOTHING",
         f"UPDATE system_settings SET setting_key = '{CHECKPOINT}' WHERE setting_key = 'batch_size'",
         "DELETE FROM system_settings",
+        # The partitions' checkpoints (0008) are the validator's alone.
+        f"UPDATE validator_partitions SET checkpoint = '{MOVED}'",
     ):
         with pytest.raises(asyncpg.InsufficientPrivilegeError):
             await run_as(database, "sms_admin", query)
