@@ -1,19 +1,27 @@
-"""Validator throughput and batch cost at scale.
+"""Validator throughput as it ships: the real `sms-validator` draining a backlog.
 
-1. Throughput: N SMS (repeated senders, about 60% valid), drained by the engine's batch runner
-   with every check on, at batch_size 20 and 1000 (and 4 concurrent runners at 1000, which is
-   what parallel_workers=4 does), against two baselines measured in the same run: the naive
-   engine (one transaction per SMS, a Redis round trip per SMS) and the checks alone in memory
-   (the CPU floor of the pipeline).
-2. Plans: EXPLAIN (ANALYZE, BUFFERS) of a batch's and a sweep's read at two table sizes, filled
-   with generate_series, to show that their cost does not grow with the tables.
+drain     N SMS of a workload like real traffic (mostly distinct senders, about two thirds valid,
+          the rest failing at different checks, a few senders writing again) are COPYed into
+          input_sms; the COPY rate of those rows is the baseline. Then, for each configuration
+          PxW (P processes of one `sms-validator`, W = parallel_workers; `default` = what
+          ships: one process per core, the settings' parallel_workers), the real entry point
+          drains them with every check on. The rate is N over the span sms_monitor's own
+          timestamps give (first start to last completion); CPU seconds of the validator's
+          processes and of PostgreSQL's over the drain say what limits it.
+plans     EXPLAIN (ANALYZE, BUFFERS) of a batch's read at several table sizes.
+recovery  how long the real validator takes from its start to judging a new SMS: with a complete
+          Redis index (the baseline), with the index 100,000 forwarded senders behind (a Redis
+          restored from an older snapshot), and with the index empty, over millions of
+          forwarded senders.
 
 Run against a stack of its own (docs/benchmarks.md, "Validator"):
 
     export SMSGW_STACK_DIR=.stack-bench-validator SMSGW_PGBOUNCER_PORT=6502 \\
-           SMSGW_REDIS_PORT=6512 SMSGW_DB_NAME=smsgw_bench_validator
+           SMSGW_REDIS_PORT=6512 SMSGW_DB_NAME=smsgw_bench_validator SMSGW_VALIDATOR_PORT=8581
     .venv/bin/sms-stack up --infra-only
-    .venv/bin/python -m bench.validator_throughput --sms 20000 --plans 1000,10000000
+    .venv/bin/python -m bench.validator_throughput drain --sms 200000 --configs 1x1,1x2,2x1,default
+    .venv/bin/python -m bench.validator_throughput plans --sizes 1000,10000000
+    .venv/bin/python -m bench.validator_throughput recovery --senders 3000000 --lag 100000
     .venv/bin/sms-stack down
 
 It refuses any database whose name does not start with `smsgw_bench`: it empties the tables.
@@ -23,239 +31,251 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import random
+import signal
+import subprocess
+import sys
 import time
-from datetime import UTC, datetime
-from typing import Any
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from uuid import UUID
 
 import asyncpg
 
-import checks
-from checks.base import CheckContext, CheckResult, CheckSecrets, IncomingSms, MessageParts
 from services.validator import sql
-from services.validator.batch import BatchRunner
-from services.validator.index import SET_KEY
-from services.validator.ledger import BatchLedger
-from services.validator.pipeline import judge_batch
-from sms_gateway import db
 from sms_gateway.devstack import StackConfig
-from sms_gateway.redis import RedisLink
-from sms_gateway.settings import SettingsStore
 
-SENDERS = [f"447911{n:06d}" for n in range(2000)]
-# The naive baseline's result row: a column per registered check.
-MONITOR_INSERT = (
-    f"INSERT INTO sms_monitor (uuid, {', '.join(checks.result_columns())}, overall_status)"
-    f" VALUES ($1, {', '.join(f'${i + 2}' for i in range(len(checks.REGISTRY)))},"
-    f" ${len(checks.REGISTRY) + 2})"
-)
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
 RESET = """
-TRUNCATE sms_monitor, out_sms, count_sms, blacklist_sms;
+TRUNCATE sms_monitor, out_sms, forwarded_senders, count_sms, blacklist_sms, validator_workers;
+UPDATE validator_partitions SET checkpoint = '00000000-0000-0000-0000-000000000000',
+    forwarded_seq = 0, owner = NULL, lease_expires_at = '-infinity';
 UPDATE system_settings SET setting_value = '00000000-0000-0000-0000-000000000000'
 WHERE setting_key = 'last_processed_uuid';
 """
 
 
-def make_stream(count: int, seed: int = 1) -> list[tuple[str, str]]:
+def sender_of(number: int) -> str:
+    """A UK mobile number libphonenumber judges valid: 4474 and eight digits."""
+    return f"4474{number:08d}"
+
+
+def workload(count: int, seed: int = 1) -> Iterator[tuple[str, str, datetime]]:
+    """(sender, message, received_timestamp): 95% of SMS from a sender never seen before;
+    67% valid; the rest fail header, hash_length, mobile or time_window in equal shares."""
     rng = random.Random(seed)
-    rows = []
-    for _ in range(count):
-        sender = rng.choice(SENDERS)
-        if rng.random() < 0.6:
-            rows.append((sender, f"ABC 0123456789abcdef +{sender}"))
-        else:
-            rows.append((sender, f"abc 0123456789abcdef +{sender}"))
-    return rows
-
-
-async def fill(owner: asyncpg.Connection, stream: list[tuple[str, str]]) -> None:
-    await owner.execute("TRUNCATE input_sms, sms_monitor, out_sms, count_sms, blacklist_sms")
     now = datetime.now(UTC)
-    await owner.copy_records_to_table(
-        "input_sms",
-        columns=["sender_number", "sms_message", "received_timestamp"],
-        records=[(s, m, now) for s, m in stream],
-    )
-    await owner.execute("ANALYZE input_sms")
+    late = now - timedelta(hours=2)
+    for i in range(count):
+        sender = sender_of(rng.randrange(i)) if i > 100 and rng.random() < 0.05 else sender_of(i)
+        draw = rng.random()
+        if draw < 0.67:
+            yield sender, f"ABC 0123456789abcdef +{sender}", now
+        elif draw < 0.75:
+            yield sender, f"abc 0123456789abcdef +{sender}", now
+        elif draw < 0.83:
+            yield sender, f"ABC 0123 +{sender}", now
+        elif draw < 0.91:
+            yield sender, f"ABC 0123456789abcdef +{sender_of(99_999_999)}", now
+        else:
+            yield sender, f"ABC 0123456789abcdef +{sender}", late
 
 
-async def reset(owner: asyncpg.Connection, redis: Any, settings: dict[str, str]) -> None:
+async def fill(owner: asyncpg.Connection, count: int) -> float:
+    """Empty the tables, COPY the workload into input_sms; returns the COPY rate (rows/s)."""
+    await owner.execute("TRUNCATE input_sms CASCADE")
     await owner.execute(RESET)
+    rows = list(workload(count))
+    started = time.perf_counter()
+    await owner.copy_records_to_table(
+        "input_sms", columns=["sender_number", "sms_message", "received_timestamp"], records=rows
+    )
+    rate = count / (time.perf_counter() - started)
+    await owner.execute("VACUUM ANALYZE input_sms")
+    return rate
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / CLOCK_TICKS
+
+
+def processes_of_session(session: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[3]) == session:
+                found.append(int(entry.name))
+    return found
+
+
+def postgres_processes() -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "comm").read_text().strip() == "postgres":
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+@dataclass
+class Result:
+    config: str
+    rate: float
+    wall: float
+    validator_cpu: float
+    postgres_cpu: float
+
+
+async def drain_once(
+    config: StackConfig,
+    owner: asyncpg.Connection,
+    name: str,
+    count: int,
+    batch_size: int,
+    otlp: str | None,
+) -> Result:
+    processes, _, workers = name.partition("x")
+    await owner.execute(RESET)
+    settings = {"batch_size": str(batch_size)}
+    if name != "default":
+        settings["parallel_workers"] = workers
     await owner.executemany(
         "UPDATE system_settings SET setting_value = $2 WHERE setting_key = $1",
         list(settings.items()),
     )
-    await redis.flushdb()
-
-
-async def run_engine(pool: asyncpg.Pool, link: RedisLink, runners: int) -> int:
-    registry = checks.REGISTRY
-    store = SettingsStore(known_checks=registry)
-    done = 0
-
-    async def drain() -> None:
-        nonlocal done
-        runner = BatchRunner(pool, link, registry, CheckSecrets(), store, settle_margin=0.0)
-        while (outcome := await runner.run("batch")).size:
-            done += outcome.size
-
-    await asyncio.gather(*(drain() for _ in range(runners)))
-    return done
-
-
-# The naive design serialises on the one global checkpoint row (the engine now locks partitions).
-NAIVE_LOCK_CHECKPOINT = """
-SELECT setting_value FROM system_settings WHERE setting_key = 'last_processed_uuid' FOR UPDATE
-"""
-
-
-async def run_naive(pool: asyncpg.Pool, link: RedisLink, limit: int) -> int:
-    """One SMS per transaction, a Redis round trip per SMS: the design the engine replaces."""
-    store = SettingsStore(known_checks=checks.REGISTRY)
-    done = 0
-    while done < limit:
-        async with db.transaction(pool) as connection:
-            checkpoint = await connection.fetchval(NAIVE_LOCK_CHECKPOINT)
-            settings = await store.reload(connection)
-            row = await connection.fetchrow(
-                "SELECT * FROM input_sms WHERE uuid > $1::uuid ORDER BY uuid LIMIT 1", checkpoint
-            )
-            if row is None:
-                break
-            sms = IncomingSms(
-                row["uuid"],
-                row["sender_number"],
-                row["sms_message"],
-                row["received_timestamp"],
-                row["created_at"],
-            )
-            count = (
-                await connection.fetchval(
-                    "SELECT message_count FROM count_sms WHERE sender_number = $1 FOR UPDATE",
-                    sms.sender_number,
-                )
-                or 0
-            )
-            listed = await connection.fetchval(
-                "SELECT true FROM blacklist_sms WHERE sender_number = $1", sms.sender_number
-            )
-            client = await link.for_target(settings.redis_host, settings.redis_port)
-            forwarded = await client.sismember(SET_KEY, sms.sender_number)
-            ledger = BatchLedger(
-                {sms.sender_number: count},
-                {sms.sender_number} if listed else set(),
-                {sms.sender_number} if forwarded else set(),
-            )
-            context = CheckContext(
-                settings,
-                CheckSecrets(),
-                MessageParts.parse(sms.sms_message, " "),
-                datetime.now(UTC),
-                ledger,
-            )
-            results = {}
-            for name in settings.check_sequence:
-                results[name] = checks.REGISTRY[name](sms, context)
-                if results[name] is CheckResult.FAIL:
-                    break
-            status = "invalid" if CheckResult.FAIL in results.values() else "valid"
-            await connection.execute(
-                MONITOR_INSERT,
-                sms.uuid,
-                *(int(results.get(n, 0)) for n in checks.REGISTRY),
-                status,
-            )
-            await connection.execute(
-                "INSERT INTO count_sms (sender_number, message_count) VALUES ($1, $2) "
-                "ON CONFLICT (sender_number) DO UPDATE SET message_count = $2",
-                sms.sender_number,
-                ledger.counts[sms.sender_number],
-            )
-            if status == "valid":
-                await connection.execute(
-                    "INSERT INTO out_sms (uuid, sender_number, sms_message) VALUES ($1, $2, $3)",
-                    sms.uuid,
-                    sms.sender_number,
-                    sms.sms_message,
-                )
-            await connection.execute(
-                "UPDATE system_settings SET setting_value = $1 "
-                "WHERE setting_key = 'last_processed_uuid'",
-                str(sms.uuid),
-            )
-        if status == "valid":
-            await client.sadd(SET_KEY, sms.sender_number)
-        done += 1
-    return done
-
-
-def checks_only(stream: list[tuple[str, str]]) -> float:
-    """SMS/s of the pipeline in memory: the CPU floor of any scheme on this interpreter."""
-    now = datetime.now(UTC)
-    batch = [IncomingSms(UUID(int=i + 1), s, m, now, now) for i, (s, m) in enumerate(stream)]
-    ledger = BatchLedger({}, set(), set())
-    started = time.perf_counter()
-    judge_batch(
-        batch,
-        checks=checks.REGISTRY,
-        settings=checks.DEFAULT_SETTINGS,
-        secrets=CheckSecrets(),
-        ledger=ledger,
-    )
-    return len(batch) / (time.perf_counter() - started)
-
-
-async def throughput(config: StackConfig, count: int, repeats: int) -> None:
-    owner = await asyncpg.connect(
-        config.direct_url("sms_owner", config.owner_password, config.db_name)
-    )
-    pool = await db.create_pool(
-        config.pooled_url("sms_validator", config.db_name), min_size=0, max_size=8
-    )
-    link = RedisLink(password=config.redis_password, db=0)
-    redis = await link.for_target("127.0.0.1", config.redis_port)
-    stream = make_stream(count)
-    await fill(owner, stream)
-    base = {"redis_host": "127.0.0.1", "redis_port": str(config.redis_port)}
-    print(f"{count} SMS, {len(SENDERS)} senders, all checks on; SMS/s, best of {repeats}")
-    print(f"checks only, in memory: {checks_only(stream):10.0f}")
-    naive_n = min(count, 2000)
-    naive = 0.0
-    for _ in range(repeats):
-        await reset(owner, redis, base | {"batch_size": "1"})
-        started = time.perf_counter()
-        done = await run_naive(pool, link, naive_n)
-        naive = max(naive, done / (time.perf_counter() - started))
-    print(f"naive, 1 SMS/transaction ({naive_n} SMS): {naive:10.0f}  ratio 1.0")
-    for batch_size, runners in ((20, 1), (1000, 1), (20, 4), (1000, 4)):
-        best = 0.0
-        for _ in range(repeats):
-            await reset(owner, redis, base | {"batch_size": str(batch_size)})
-            started = time.perf_counter()
-            done = await run_engine(pool, link, runners)
-            assert done == count, (done, count)
-            best = max(best, done / (time.perf_counter() - started))
-        print(
-            f"engine batch_size={batch_size:<5} workers={runners}: {best:10.0f}  "
-            f"ratio {best / naive:5.1f}"
+    await owner.execute("CHECKPOINT")
+    env = {**os.environ, **config.service_env("validator"), "SMSGW_LOG_FORMAT": "json"}
+    env.pop("SMSGW_PROCESSES", None)
+    if name != "default":
+        env["SMSGW_PROCESSES"] = processes
+    if otlp:
+        env["SMSGW_OTLP_ENDPOINT"] = otlp
+    executable = Path(sys.executable).with_name("sms-validator")
+    log = Path(config.state_dir) / f"bench-validator-{name}.log"
+    with log.open("wb") as output:
+        process = subprocess.Popen(  # noqa: ASYNC220 (started once, before the timing)
+            [str(executable)],
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
-    await link.close()
-    await db.close_pool(pool)
+    postgres = postgres_processes()
+    pg_before = cpu_seconds(postgres)
+    started = time.perf_counter()
+    validator_cpu = 0.0
+    try:
+        judged = 0
+        while judged < count:
+            await asyncio.sleep(0.5)
+            if process.poll() is not None:
+                raise SystemExit(f"sms-validator exited; see {log}")
+            validator_cpu = max(validator_cpu, cpu_seconds(processes_of_session(process.pid)))
+            judged = await owner.fetchval("SELECT count(*) FROM sms_monitor")
+            elapsed = time.perf_counter() - started
+            print(f"\r  {name}: {judged:>9} judged, {elapsed:6.1f} s", end="", flush=True)
+        wall = time.perf_counter() - started
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(40)
+    pg_cpu = cpu_seconds(postgres) - pg_before
+    span = await owner.fetchval(
+        "SELECT extract(epoch FROM max(processing_completed_at) - min(processing_started_at)) "
+        "FROM sms_monitor"
+    )
+    print()
+    return Result(name, count / float(span), wall, validator_cpu, pg_cpu)
+
+
+async def drain(
+    config: StackConfig, count: int, configs: list[str], batch_size: int, otlp: str | None
+) -> None:
+    # The superuser: it empties tables and forces a CHECKPOINT between runs.
+    owner = await asyncpg.connect(config.admin_url_for(config.db_name))
+    copy_rate = await fill(owner, count)
+    valid = await owner.fetchval(
+        "SELECT count(*) FROM input_sms WHERE sms_message LIKE 'ABC 0123456789abcdef +%' "
+        "AND received_timestamp > now() - interval '1 hour'"
+    )
+    senders = await owner.fetchval("SELECT count(DISTINCT sender_number) FROM input_sms")
+    print(
+        f"{count} SMS, {senders} distinct senders, {valid} well-formed and recent; "
+        f"batch_size {batch_size}; tracing {'on' if otlp else 'off'}; {os.cpu_count()} cores"
+    )
+    print(f"COPY into input_sms: {copy_rate:10.0f} rows/s")
+    results = [await drain_once(config, owner, name, count, batch_size, otlp) for name in configs]
+    first = results[0].rate
+    print(
+        f"{'config (processes x workers)':<30}{'SMS/s':>10}{'x COPY':>8}{'x first':>9}"
+        f"{'wall s':>8}{'validator cpu s':>17}{'postgres cpu s':>16}"
+    )
+    for r in results:
+        print(
+            f"{r.config:<30}{r.rate:10.0f}{r.rate / copy_rate:8.2f}{r.rate / first:9.2f}"
+            f"{r.wall:8.1f}{r.validator_cpu:17.1f}{r.postgres_cpu:16.1f}"
+        )
     await owner.close()
 
 
 FILL_SERIES = """
 INSERT INTO input_sms (uuid, sender_number, sms_message, received_timestamp, created_at)
 SELECT uuid_v7_lower_bound(now() - interval '30 days' + g * interval '1 millisecond'),
-       '447911' || lpad((g % 2000)::text, 6, '0'), 'ABC 0123456789abcdef +447911000001',
-       now(), now()
+       '4474' || lpad(g::text, 8, '0'), 'ABC 0123456789abcdef +447400000001', now(), now()
 FROM generate_series(1, $1::bigint) g
 """
 JUDGE_SERIES = """
 INSERT INTO sms_monitor (uuid, overall_status)
 SELECT uuid, 'invalid' FROM input_sms WHERE uuid <= $1::uuid
 """
+
+
+async def plans(config: StackConfig, sizes: list[int]) -> None:
+    owner = await asyncpg.connect(
+        config.direct_url("sms_owner", config.owner_password, config.db_name)
+    )
+    partitions = int(await owner.fetchval(sql.PARTITION_COUNT))
+    for size in sizes:
+        started = time.perf_counter()
+        # A fill of this size left by an earlier run is reused (10 million rows take minutes).
+        if await owner.fetchval("SELECT count(*) FROM input_sms") != size:
+            await owner.execute("TRUNCATE input_sms CASCADE")
+            await owner.execute(FILL_SERIES, size)
+            # Nine tenths judged: a batch reads the rows after that checkpoint.
+            await owner.execute(JUDGE_SERIES, await checkpoint_of(owner, size))
+            await owner.execute("VACUUM ANALYZE input_sms")
+            await owner.execute("VACUUM ANALYZE sms_monitor")
+        checkpoint = await checkpoint_of(owner, size)
+        print(f"\n== {size} rows in input_sms (filled in {time.perf_counter() - started:.0f} s)")
+        # One worker holding half the partitions, as with two workers.
+        mine = [checkpoint if p % 2 == 0 else UUID(int=2**128 - 1) for p in range(partitions)]
+        sweep = [checkpoint if p % 2 == 0 else UUID(int=0) for p in range(partitions)]
+        for name, query, args in (
+            ("batch", sql.FETCH_BATCH, (checkpoint, datetime.now(UTC), 1000, mine, partitions)),
+            ("sweep", sql.FETCH_SWEEP, (checkpoint, 60.0, 1000, sweep, partitions)),
+        ):
+            plan = await owner.fetch(f"EXPLAIN (ANALYZE, BUFFERS) {query}", *args)
+            print(f"-- {name}")
+            for row in plan:
+                print("  " + row[0])
+    await owner.close()
 
 
 async def checkpoint_of(owner: asyncpg.Connection, size: int) -> UUID:
@@ -265,48 +285,137 @@ async def checkpoint_of(owner: asyncpg.Connection, size: int) -> UUID:
     return checkpoint
 
 
-async def plans(config: StackConfig, sizes: list[int]) -> None:
-    owner = await asyncpg.connect(
-        config.direct_url("sms_owner", config.owner_password, config.db_name)
+FILL_FORWARDED = """
+WITH senders AS (
+    SELECT '4475' || lpad(g::text, 8, '0') AS sender_number FROM generate_series(1, $1::int) g
+)
+INSERT INTO forwarded_senders (sender_number, partition_no, seq, first_uuid)
+SELECT sender_number, p, row_number() OVER (PARTITION BY p ORDER BY sender_number),
+       uuid_v7_lower_bound(now() - interval '1 day')
+FROM (SELECT sender_number, sms_sender_partition(sender_number, $2) AS p FROM senders) s
+"""
+SET_SEQS = """
+UPDATE validator_partitions p SET forwarded_seq = f.last
+FROM (SELECT partition_no, max(seq) AS last FROM forwarded_senders GROUP BY 1) f
+WHERE f.partition_no = p.partition_no
+"""
+
+
+async def time_to_judge(config: StackConfig, owner: asyncpg.Connection, label: str) -> float:
+    """Start the validator as it ships, send one SMS from a sender already forwarded, and time
+    until it is judged (a duplicate); returns seconds."""
+    await owner.execute(
+        "TRUNCATE input_sms CASCADE; TRUNCATE validator_workers; "
+        "UPDATE validator_partitions SET owner = NULL, lease_expires_at = '-infinity'"
     )
-    for size in sizes:
-        started = time.perf_counter()
-        # A fill of this size left by an earlier run is reused (10 million rows take minutes).
-        if await owner.fetchval("SELECT count(*) FROM input_sms") != size:
-            await owner.execute(
-                "TRUNCATE input_sms, sms_monitor, out_sms, count_sms, blacklist_sms"
-            )
-            await owner.execute(FILL_SERIES, size)
-            # Nine tenths judged: a batch reads the rows after that checkpoint.
-            await owner.execute(JUDGE_SERIES, await checkpoint_of(owner, size))
-            await owner.execute("VACUUM ANALYZE input_sms")
-            await owner.execute("VACUUM ANALYZE sms_monitor")
-        checkpoint = await checkpoint_of(owner, size)
-        print(f"\n== {size} rows in input_sms (filled in {time.perf_counter() - started:.0f} s)")
-        for name, query, args in (
-            ("batch", sql.FETCH_BATCH, (checkpoint, datetime.now(UTC), 1000)),
-            ("sweep", sql.FETCH_SWEEP, (checkpoint, 60.0, 1000)),
-        ):
-            plan = await owner.fetch(f"EXPLAIN (ANALYZE, BUFFERS) {query}", *args)
-            print(f"-- {name}")
-            for row in plan:
-                print("  " + row[0])
+    await owner.execute(
+        "INSERT INTO input_sms (sender_number, sms_message, received_timestamp) "
+        "VALUES ('447500000001', 'ABC 0123456789abcdef +447500000001', now())"
+    )
+    env = {**os.environ, **config.service_env("validator"), "SMSGW_LOG_FORMAT": "json"}
+    env.pop("SMSGW_PROCESSES", None)
+    executable = Path(sys.executable).with_name("sms-validator")
+    log = Path(config.state_dir) / "bench-validator-recovery.log"
+    started = time.perf_counter()
+    with log.open("ab") as output:
+        process = subprocess.Popen(  # noqa: ASYNC220 (the start is what is timed)
+            [str(executable)],
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        while True:
+            verdict = await owner.fetchval("SELECT failed_at_check FROM sms_monitor LIMIT 1")
+            if verdict is not None:
+                break
+            if process.poll() is not None:
+                raise SystemExit(f"sms-validator exited; see {log}")
+            await asyncio.sleep(0.05)
+        seconds = time.perf_counter() - started
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(40)
+    assert verdict == "duplicate", verdict
+    print(f"  {label:<55}{seconds:8.2f} s")
+    return seconds
+
+
+async def recovery(config: StackConfig, senders: int, lag: int) -> None:
+    from redis import asyncio as aioredis  # noqa: PLC0415
+    from services.validator.index import MARKS_KEY, SET_KEY  # noqa: PLC0415
+
+    owner = await asyncpg.connect(config.admin_url_for(config.db_name))
+    redis = aioredis.Redis(
+        port=config.redis_port, password=config.redis_password, decode_responses=True
+    )
+    partitions = int(await owner.fetchval(sql.PARTITION_COUNT))
+    await owner.execute("TRUNCATE input_sms CASCADE")
+    await owner.execute(RESET)
+    started = time.perf_counter()
+    await owner.execute(FILL_FORWARDED, senders, partitions)
+    await owner.execute(SET_SEQS)
+    await owner.execute("VACUUM ANALYZE forwarded_senders")
+    print(
+        f"{senders} forwarded senders in {partitions} partitions "
+        f"(filled in {time.perf_counter() - started:.0f} s); one process per core"
+    )
+    await redis.flushdb()
+    empty = await time_to_judge(config, owner, "index empty (rebuilt from the database)")
+    memory = int((await redis.info("memory"))["used_memory"])
+    print(
+        f"  Redis: {await redis.scard(SET_KEY)} members, {memory / 2**20:.0f} MiB, "
+        f"{memory / max(1, senders):.0f} bytes per sender"
+    )
+    complete = await time_to_judge(config, owner, "index complete (the baseline)")
+    # A Redis restored from an older snapshot: each partition's latest senders gone, `lag` in all.
+    per_partition = lag // partitions
+    rows = await owner.fetch(
+        "SELECT f.sender_number FROM forwarded_senders f JOIN validator_partitions p "
+        "USING (partition_no) WHERE f.seq > p.forwarded_seq - $1",
+        per_partition,
+    )
+    for start in range(0, len(rows), 10_000):
+        await redis.srem(SET_KEY, *(r["sender_number"] for r in rows[start : start + 10_000]))
+    marks = await redis.hgetall(MARKS_KEY)
+    await redis.hset(
+        MARKS_KEY,
+        mapping={
+            str(k): int(v) - per_partition for k, v in marks.items() if str(k).startswith("p")
+        },
+    )
+    behind = await time_to_judge(config, owner, f"index {len(rows)} senders behind (caught up)")
+    print(
+        f"  ratios to the baseline: behind {behind / complete:.1f}x, empty {empty / complete:.1f}x"
+    )
+    await redis.aclose()
     await owner.close()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sms", type=int, default=20000)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--plans", default="", help="table sizes for EXPLAIN, e.g. 1000,10000000")
+    commands = parser.add_subparsers(dest="command", required=True)
+    drain_parser = commands.add_parser("drain", help="the real validator draining a backlog")
+    drain_parser.add_argument("--sms", type=int, default=200_000)
+    drain_parser.add_argument("--batch-size", type=int, default=1000)
+    drain_parser.add_argument("--configs", default="1x1,1x2,2x1,default")
+    drain_parser.add_argument("--otlp", default=None, help="OTLP/HTTP endpoint: tracing on")
+    plans_parser = commands.add_parser("plans", help="EXPLAIN a batch's read at table sizes")
+    plans_parser.add_argument("--sizes", default="1000,10000000")
+    recovery_parser = commands.add_parser("recovery", help="time to judge after a restart")
+    recovery_parser.add_argument("--senders", type=int, default=3_000_000)
+    recovery_parser.add_argument("--lag", type=int, default=100_000)
     args = parser.parse_args()
     config = StackConfig()
     if not config.db_name.startswith("smsgw_bench"):
         raise SystemExit("refusing: SMSGW_DB_NAME must start with smsgw_bench (it is emptied)")
-    if args.sms:
-        asyncio.run(throughput(config, args.sms, args.repeats))
-    if args.plans:
-        asyncio.run(plans(config, [int(n) for n in args.plans.split(",")]))
+    if args.command == "drain":
+        asyncio.run(drain(config, args.sms, args.configs.split(","), args.batch_size, args.otlp))
+    elif args.command == "plans":
+        asyncio.run(plans(config, [int(n) for n in args.sizes.split(",")]))
+    else:
+        asyncio.run(recovery(config, args.senders, args.lag))
 
 
 if __name__ == "__main__":

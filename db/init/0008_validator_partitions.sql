@@ -61,6 +61,50 @@ CREATE TABLE IF NOT EXISTS validator_identity (
 );
 INSERT INTO validator_identity DEFAULT VALUES ON CONFLICT DO NOTHING;
 
+-- Change the number of partitions, offline (docs/operations.md): refused while any worker holds
+-- a live lease. Every partition restarts from the smallest checkpoint (SMS above it that are
+-- judged already are skipped by the validator's fetch, and each sender's judged SMS are a prefix
+-- of its SMS, so what remains is judged in order); forwarded_senders is renumbered per new
+-- partition in the order senders were first forwarded. The Redis marks then name another
+-- partition count, so the next validator rebuilds the set. Run as the schema owner.
+CREATE OR REPLACE FUNCTION sms_repartition(partitions INTEGER) RETURNS INTEGER
+LANGUAGE plpgsql AS $$
+DECLARE
+    lowest UUID;
+BEGIN
+    IF partitions IS NULL OR partitions < 1 OR partitions > 1024 THEN
+        RAISE EXCEPTION 'partitions must be 1..1024, not %', partitions
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    LOCK validator_partitions, forwarded_senders IN EXCLUSIVE MODE;
+    IF EXISTS (SELECT FROM validator_partitions
+               WHERE owner IS NOT NULL AND lease_expires_at > clock_timestamp()) THEN
+        RAISE EXCEPTION 'validators are running (live leases in validator_partitions): stop them first'
+            USING ERRCODE = 'object_in_use';
+    END IF;
+    SELECT checkpoint INTO lowest FROM validator_partitions ORDER BY checkpoint LIMIT 1;
+    DELETE FROM validator_partitions;
+    DELETE FROM validator_workers;
+    INSERT INTO validator_partitions (partition_no, checkpoint)
+    SELECT n, coalesce(lowest, '00000000-0000-0000-0000-000000000000')
+    FROM generate_series(0, partitions - 1) AS n;
+    -- Negative first, so that (partition_no, seq) stays unique row by row.
+    UPDATE forwarded_senders f
+    SET partition_no = r.partition_no, seq = -r.seq
+    FROM (SELECT sender_number, sms_sender_partition(sender_number, partitions) AS partition_no,
+                 row_number() OVER (PARTITION BY sms_sender_partition(sender_number, partitions)
+                                    ORDER BY first_uuid) AS seq
+          FROM forwarded_senders) AS r
+    WHERE r.sender_number = f.sender_number;
+    UPDATE forwarded_senders SET seq = -seq;
+    UPDATE validator_partitions p SET forwarded_seq = m.last_seq
+    FROM (SELECT partition_no, max(seq) AS last_seq FROM forwarded_senders GROUP BY 1) AS m
+    WHERE m.partition_no = p.partition_no;
+    RETURN partitions;
+END
+$$;
+REVOKE ALL ON FUNCTION sms_repartition(INTEGER) FROM PUBLIC;
+
 -- An existing database: the partitions start where the one global checkpoint stood, and every
 -- forwarded sender gets its partition and seq in the order it was first forwarded. Both
 -- statements are no-ops the second time.

@@ -22,6 +22,7 @@ import time
 from collections import Counter as CounterDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Final, Literal
 from uuid import UUID, uuid4
 
@@ -34,7 +35,7 @@ from services.validator import index, metrics, sql
 from services.validator.errors import DoubleJudgementError
 from services.validator.ledger import BatchLedger
 from services.validator.partitions import Leases
-from services.validator.pipeline import Verdict, judge_batch, plan
+from services.validator.pipeline import OverallStatus, Verdict, judge_batch, plan
 from services.validator.tracing import emit_spans
 from sms_gateway import db
 from sms_gateway.logging import set_level
@@ -106,6 +107,58 @@ class _Written:
     moves: Mapping[int, tuple[int, int]] = field(default_factory=dict)
 
 
+# A batch whose write PostgreSQL refuses for its data (SQLSTATE classes 22 and 23: a value too
+# long for a column changed by hand, a constraint added by hand...) would fail the same way on
+# every retry and stall its partitions for ever. Such a batch is halved until the SMS that
+# cannot be written is alone, and that SMS is written `error` (SPEC §6.4), with no side effects,
+# so that every other SMS is judged.
+POISON_ERRORS: Final = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError)
+UNWRITABLE: Final = "write"  # failed_at_check of an SMS whose results could not be written
+
+
+@dataclass(slots=True)
+class _Attempt:
+    """How the next try of a batch is made after the database refused a write for its data."""
+
+    limit: int | None = None  # fetch at most this many (None: batch_size)
+    isolate: bool = False  # write the one SMS fetched as error, unjudged
+    cause: BaseException | None = None
+    fetched: int = 0
+
+    def narrowed(self, error: BaseException) -> _Attempt:
+        if self.isolate or self.fetched == 0:
+            raise error  # even the error row cannot be written: a bug, stop loudly
+        logger.warning(
+            "the database refused a batch's write for its data; narrowing it",
+            extra={"sms": self.fetched, "error": type(error).__name__},
+        )
+        if self.fetched == 1:
+            return _Attempt(limit=1, isolate=True, cause=error)
+        return _Attempt(limit=self.fetched // 2)
+
+
+def _unwritable(sms: IncomingSms, attempt: _Attempt, batch_id: UUID) -> Verdict:
+    logger.error(
+        "SMS marked error: the database refused its results",
+        extra={
+            "sms_uuid": str(sms.uuid),
+            "batch_id": str(batch_id),
+            "error": type(attempt.cause).__name__,
+            "sqlstate": getattr(attempt.cause, "sqlstate", None),
+        },
+    )
+    now = datetime.now(UTC)
+    return Verdict(
+        sms=sms,
+        results={},
+        overall_status=OverallStatus.ERROR,
+        failed_at_check=UNWRITABLE,
+        retry_count=1,
+        started_at=now,
+        completed_at=now,
+    )
+
+
 class BatchRunner:
     """Runs batches and sweeps of a worker's partitions against one database and the Redis
     index. One runner serves every worker of a process; `Leases` says whose batch it is."""
@@ -137,8 +190,12 @@ class BatchRunner:
         self._solo = Leases(pool, SOLO_WORKER)
 
     # ------------------------------------------------------------------ batches
-    async def run(self, kind: Kind, leases: Leases | None = None) -> BatchOutcome:
-        """One batch or sweep of the partitions `leases` holds. Without leases the runner acts
+    async def run(
+        self, kind: Kind, leases: Leases | None = None, *, look_back: bool = True
+    ) -> BatchOutcome:
+        """One batch or sweep of the partitions `leases` holds; a sweep without `look_back`
+        takes only requeued SMS (cheap), with it also rows missed in the last `sweep_window`
+        seconds below the checkpoints (a range scan). Without leases the runner acts
         as the worker `SOLO_WORKER` (tools and tests that drive batches by hand): every runner
         without leases is that one worker, so such runners take turns on the same partition
         locks, as the engine's workers never do."""
@@ -147,8 +204,16 @@ class BatchRunner:
         if leases is self._solo and leases.due:
             await leases.heartbeat()
         started = time.perf_counter()
-        async with db.transaction(self.pool, isolation="read_committed") as connection:
-            written = await self._in_transaction(connection, kind, leases)
+        attempt = _Attempt()
+        while True:
+            try:
+                async with db.transaction(self.pool, isolation="read_committed") as connection:
+                    written = await self._in_transaction(
+                        connection, kind, leases, look_back, attempt
+                    )
+                break
+            except POISON_ERRORS as exc:
+                attempt = attempt.narrowed(exc)
         outcome = written.outcome
         if outcome.lost:
             leases.lost(outcome.lost)
@@ -167,7 +232,12 @@ class BatchRunner:
         return outcome
 
     async def _in_transaction(
-        self, connection: asyncpg.Connection, kind: Kind, leases: Leases
+        self,
+        connection: asyncpg.Connection,
+        kind: Kind,
+        leases: Leases,
+        look_back: bool,
+        attempt: _Attempt,
     ) -> _Written:
         held = {
             row["partition_no"]: HeldPartition(row["checkpoint"], row["forwarded_seq"])
@@ -184,7 +254,16 @@ class BatchRunner:
         if not held:
             return _Written(BatchOutcome(kind, settings, lost=lost))
 
-        rows, new_checkpoints = await self._fetch(connection, kind, held, settings, partitions)
+        rows, new_checkpoints = await self._fetch(
+            connection,
+            kind,
+            held,
+            settings,
+            partitions,
+            look_back=look_back,
+            limit=attempt.limit or settings.batch_size,
+        )
+        attempt.fetched = len(rows)
         if not rows:
             if kind == "batch":
                 await self._advance_idle(connection, leases.worker_id, held, new_checkpoints)
@@ -209,15 +288,19 @@ class BatchRunner:
         ledger = await _load_ledger(connection, senders, forwarded)
 
         batch_id = uuid4()
-        verdicts = judge_batch(
-            batch,
-            checks=self.checks,
-            settings=settings,
-            secrets=self.secrets,
-            ledger=ledger,
-            batch_id=batch_id,
-            trace_runs=self.tracing,
-        )
+        if attempt.isolate:
+            verdicts = [_unwritable(batch[0], attempt, batch_id)]
+            ledger = BatchLedger.load([], counts={}, blacklisted=[], forwarded=[])
+        else:
+            verdicts = judge_batch(
+                batch,
+                checks=self.checks,
+                settings=settings,
+                secrets=self.secrets,
+                ledger=ledger,
+                batch_id=batch_id,
+                trace_runs=self.tracing,
+            )
         newly = _newly_forwarded(verdicts, forwarded, partition_of, seqs)
         next_seqs = dict(seqs)
         for first in newly:
@@ -262,6 +345,9 @@ class BatchRunner:
         held: Mapping[int, HeldPartition],
         settings: RuntimeSettings,
         partitions: int,
+        *,
+        look_back: bool,
+        limit: int,
     ) -> tuple[list[asyncpg.Record], dict[int, UUID]]:
         """The rows of a batch or sweep, and the partitions' checkpoints after it."""
         # One checkpoint per partition; other workers' partitions hold a value that lets none of
@@ -274,8 +360,8 @@ class BatchRunner:
             rows = await connection.fetch(
                 sql.FETCH_SWEEP,
                 highest,
-                self.sweep_window,
-                settings.batch_size,
+                self.sweep_window if look_back else 0.0,
+                limit,
                 checkpoints,
                 partitions,
             )
@@ -285,15 +371,11 @@ class BatchRunner:
         )
         lowest = min(partition.checkpoint for partition in held.values())
         rows = await connection.fetch(
-            sql.FETCH_BATCH, lowest, settled_before, settings.batch_size, checkpoints, partitions
+            sql.FETCH_BATCH, lowest, settled_before, limit, checkpoints, partitions
         )
         # Every unjudged row of these partitions up to `reach` is in `rows` (the scan is in uuid
         # order and stopped by LIMIT), or, when it stopped short, every one below the horizon.
-        reach = (
-            rows[-1]["uuid"]
-            if len(rows) == settings.batch_size
-            else UUID(int=first_unsettled.int - 1)
-        )
+        reach = rows[-1]["uuid"] if len(rows) == limit else UUID(int=first_unsettled.int - 1)
         return rows, {
             number: max(partition.checkpoint, reach) for number, partition in held.items()
         }

@@ -58,6 +58,10 @@ TRANSIENT: Final[tuple[type[BaseException], ...]] = (
     IndexIncompleteError,
 )
 BACKLOG_CAP: Final = 1_000_000
+# The sweep's look-back for rows missed below the checkpoints (a range scan of
+# `sweep_window` seconds of rows, which the horizon makes impossible to find anything in) runs
+# on every this-many sweeps; requeued SMS are looked for on every sweep.
+LOOK_BACK_EVERY: Final = 6
 
 
 class Engine:
@@ -178,6 +182,7 @@ class Engine:
             heartbeat_seconds=self.heartbeat_seconds,
         )
         next_sweep = time.monotonic() + self.sweep_interval
+        sweeps = 0
         try:
             while not self._stopping.is_set():
                 if number >= self.store.current.parallel_workers:
@@ -191,7 +196,8 @@ class Engine:
                     await self._sleep(self.poll_interval * 5)
                     continue
                 if time.monotonic() >= next_sweep:
-                    await self._sweep(leases)
+                    await self._sweep(leases, look_back=sweeps % LOOK_BACK_EVERY == 0)
+                    sweeps += 1
                     next_sweep = time.monotonic() + self.sweep_interval
                     continue
                 outcome = await self._batch("batch", leases)
@@ -209,8 +215,12 @@ class Engine:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(asyncio.shield(leases.leave()), 5.0)
 
-    async def _batch(self, kind: Kind, leases: Leases) -> BatchOutcome | None:
-        outcome = await self._attempt(f"{kind}", lambda: self.runner.run(kind, leases))
+    async def _batch(
+        self, kind: Kind, leases: Leases, *, look_back: bool = False
+    ) -> BatchOutcome | None:
+        outcome = await self._attempt(
+            kind, lambda: self.runner.run(kind, leases, look_back=look_back)
+        )
         if outcome is None:
             metrics.BATCH_FAILURES.labels(kind).inc()
             return None
@@ -236,15 +246,16 @@ class Engine:
         self._note_waiting(operation, None)
         return result
 
-    async def _sweep(self, leases: Leases) -> None:
-        """Requeued SMS of this worker's partitions, then the Redis index for them."""
-        outcome = await self._batch("sweep", leases)
+    async def _sweep(self, leases: Leases, *, look_back: bool) -> None:
+        """Requeued SMS of this worker's partitions (and now and then rows missed below their
+        checkpoints), then the Redis index for them."""
+        outcome = await self._batch("sweep", leases, look_back=look_back)
         while (
             outcome is not None
             and not self._stopping.is_set()
             and outcome.size == outcome.settings.batch_size
         ):
-            outcome = await self._batch("sweep", leases)
+            outcome = await self._batch("sweep", leases, look_back=look_back)
         await self._attempt("index", lambda: self.runner.keep_index(leases))
 
     # ------------------------------------------------------------------ upkeep
@@ -260,6 +271,7 @@ class Engine:
         try:
             async with db.transaction(self.pool) as connection:
                 await connection.execute(sql.PUBLISH_CHECKPOINT)
+                partitions = await connection.fetch(sql.PARTITION_STATES)
                 checkpoint = await connection.fetchval(sql.LOWEST_CHECKPOINT)
                 if checkpoint is None:
                     return
@@ -267,6 +279,9 @@ class Engine:
         except TRANSIENT as exc:
             logger.warning("cannot measure the backlog", extra={"error": type(exc).__name__})
             return
+        for row in partitions:
+            metrics.PARTITION_LAG.labels(str(row["partition_no"])).set(float(row["lag_seconds"]))
+        metrics.PARTITIONS_UNHELD.set(sum(1 for row in partitions if not row["held"]))
         metrics.BACKLOG_SIZE.set(size)
         age = (datetime.now(UTC) - oldest).total_seconds() if oldest is not None else 0.0
         metrics.BACKLOG_AGE.set(max(0.0, age))

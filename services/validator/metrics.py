@@ -61,3 +61,15 @@ WAITING: Final = Gauge(
     "outlasted its retries; /ready says which.",
     multiprocess_mode="max",
 )
+PARTITION_LAG: Final = Gauge(
+    "sms_validator_partition_checkpoint_age_seconds",
+    "How far each partition's checkpoint is behind the clock (small when judging keeps up, "
+    "growing when the partition is stuck or unheld).",
+    ["partition"],
+    multiprocess_mode="max",
+)
+PARTITIONS_UNHELD: Final = Gauge(
+    "sms_validator_partitions_unheld",
+    "Partitions no live worker holds a lease on (their SMS wait for a worker).",
+    multiprocess_mode="max",
+)

@@ -208,6 +208,13 @@ WHERE s.setting_key = 'last_processed_uuid'
            THEN s.setting_value::uuid < low.checkpoint
            ELSE true END
 """
+# Each partition's lag and whether a live worker holds it, for the metrics.
+PARTITION_STATES: Final = """
+SELECT partition_no,
+       extract(epoch FROM clock_timestamp() - uuid_v7_time(checkpoint)) AS lag_seconds,
+       owner IS NOT NULL AND lease_expires_at > clock_timestamp() AS held
+FROM validator_partitions
+"""
 LOWEST_CHECKPOINT: Final = "SELECT checkpoint FROM validator_partitions ORDER BY checkpoint LIMIT 1"
 
 # Backlog, for the metrics: bounded, so that a huge backlog does not make the gauge expensive.

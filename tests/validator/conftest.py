@@ -16,14 +16,15 @@ import pytest
 import redis.asyncio as aioredis
 
 import checks
-from checks.base import Check, CheckSecrets
+from checks.base import Check, CheckSecrets, IncomingSms
 from services.validator.batch import BatchOutcome, BatchRunner
 from services.validator.engine import Engine
 from services.validator.index import MARKS_KEY, SET_KEY
 from sms_gateway import db
 from sms_gateway.redis import RedisLink
-from sms_gateway.settings import SettingsStore
+from sms_gateway.settings import RuntimeSettings, SettingsStore
 from tests.conftest import TEST_REDIS_DB, FreshDatabase, Infra
+from tests.validator.model import model_of
 
 # Senders whose numbers libphonenumber judges valid (UK mobile range 07911).
 SENDERS = tuple(f"447911123{n:03d}" for n in range(400))
@@ -112,6 +113,8 @@ def make_engine(
     link: RedisLink,
     checks_by_name: Mapping[str, Check] | None = None,
 ) -> Engine:
+    """An engine with the test's tempo: leases of a second, renewed every 0.2 s, so that
+    partitions move between engines within a test."""
     registry = checks.REGISTRY if checks_by_name is None else checks_by_name
     return Engine(
         pool,
@@ -121,6 +124,8 @@ def make_engine(
         poll_interval=0.02,
         sweep_interval=0.3,
         settle_margin=0.01,
+        lease_seconds=1.0,
+        heartbeat_seconds=0.2,
     )
 
 
@@ -256,3 +261,33 @@ def stream(pairs: Iterable[tuple[str, bool]]) -> list[NewSms]:
 
 def late(seconds: float) -> datetime:
     return datetime.now(UTC) - timedelta(seconds=seconds)
+
+
+async def stored_sms(pool: asyncpg.Pool) -> list[IncomingSms]:
+    """Every input_sms row, as the checks see it (owner pool)."""
+    async with db.transaction(pool, readonly=True) as connection:
+        rows = await connection.fetch(
+            "SELECT uuid, sender_number, sms_message, received_timestamp, created_at "
+            "FROM input_sms ORDER BY uuid"
+        )
+    return [IncomingSms(*row) for row in rows]
+
+
+async def stored_settings(pool: asyncpg.Pool) -> RuntimeSettings:
+    async with db.transaction(pool, readonly=True) as connection:
+        return await SettingsStore(known_checks=checks.REGISTRY).reload(connection)
+
+
+async def model_state(pool: asyncpg.Pool, **options: Any) -> dict[str, Any]:
+    """What the reference model (tests/validator/model.py) says the tables must hold for the
+    SMS and settings in the database now."""
+    model = model_of(
+        await stored_sms(pool), await stored_settings(pool), now=datetime.now(UTC), **options
+    )
+    return model.state()
+
+
+async def forwarded_senders(pool: asyncpg.Pool) -> set[str]:
+    async with db.transaction(pool, readonly=True) as connection:
+        rows = await connection.fetch("SELECT sender_number FROM forwarded_senders")
+    return {row["sender_number"] for row in rows}

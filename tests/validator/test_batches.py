@@ -28,6 +28,7 @@ from tests.validator.conftest import (
     forwarded_seqs,
     insert_sms,
     make_runner,
+    model_state,
     out_sms_senders,
     redis_marks,
     redis_senders,
@@ -427,3 +428,84 @@ async def test_the_sweeper_judges_rows_left_below_the_checkpoint_once(
     assert await checkpoint(owner_pool) >= uuids[-1]
     assert await out_sms_senders(owner_pool) == set(SENDERS[:3])
     assert await redis_senders(redis_client) == set(SENDERS[:3])
+
+
+async def test_repartitioning_offline_judges_on_as_the_model_says(
+    validator_pool: asyncpg.Pool,
+    receiver_pool: asyncpg.Pool,
+    owner_pool: asyncpg.Pool,
+    redis_link: RedisLink,
+    redis_client: aioredis.Redis,
+) -> None:
+    """docs/operations.md's way to change the number of partitions: refused while a validator
+    holds a live lease; then, from partitions judged to different points, every SMS is still
+    judged once, each sender's in order, and the Redis set is rebuilt for the new count."""
+    rng = random.Random(5)
+    await set_settings(owner_pool, {"batch_size": "7", "blacklist_threshold": "3"})
+    senders = SENDERS[:30]
+
+    def wave(count: int) -> list[NewSms]:
+        return [
+            NewSms(s, valid_message(s) if rng.random() < 0.7 else "bad")
+            for s in (rng.choice(senders) for _ in range(count))
+        ]
+
+    await insert_sms(receiver_pool, wave(120))
+    runner = make_runner(validator_pool, redis_link)
+    await drain(runner)
+    await insert_sms(receiver_pool, wave(120))
+    await asyncio.sleep(0.05)
+    for _ in range(5):  # part of the second wave only
+        await runner.run("batch")
+    with pytest.raises(asyncpg.ObjectInUseError):
+        async with db.transaction(owner_pool) as connection:
+            await connection.execute("SELECT sms_repartition(5)")
+    async with db.transaction(owner_pool) as connection:
+        # The validators stopped: their leases ran out.
+        await connection.execute(
+            "UPDATE validator_partitions SET lease_expires_at = now() - interval '1 second'"
+        )
+        # Partitions judged to different points, as with several workers.
+        await connection.execute(
+            "UPDATE validator_partitions SET checkpoint = '00000000-0000-0000-0000-000000000000' "
+            "WHERE partition_no % 3 = 0"
+        )
+        assert await connection.fetchval("SELECT sms_repartition(5)") == 5
+        assert await connection.fetchval("SELECT count(*) FROM validator_partitions") == 5
+    await insert_sms(receiver_pool, wave(60))
+    await drain(make_runner(validator_pool, redis_link))  # a validator started afresh
+    assert await final_state(owner_pool) == await model_state(owner_pool)
+    marks = await redis_marks(redis_client)
+    assert marks == await forwarded_seqs(owner_pool)
+    assert set(marks) == set(range(5))
+    assert await redis_senders(redis_client) == await out_sms_senders(owner_pool)
+
+
+async def test_an_sms_the_database_refuses_to_store_is_marked_error_and_the_rest_judged(
+    validator_pool: asyncpg.Pool,
+    receiver_pool: asyncpg.Pool,
+    owner_pool: asyncpg.Pool,
+    redis_link: RedisLink,
+    redis_client: aioredis.Redis,
+) -> None:
+    """SPEC §6.4: a poison SMS must not stall its batch for ever. Here out_sms was changed by
+    hand so that one valid SMS no longer fits (a DataError on every attempt): the batch is
+    narrowed until that SMS is alone, it is written `error` with no side effects, and every other
+    SMS is judged as the model says."""
+    async with db.transaction(owner_pool) as connection:
+        await connection.execute("ALTER TABLE out_sms ALTER COLUMN sms_message TYPE varchar(34)")
+    poisoned = SENDERS[10]
+    long_header = f"ABCDEFGHIJK 0123456789abcdef +{poisoned}"  # valid, but 42 characters
+    sms = [NewSms(s, valid_message(s)) for s in SENDERS[11:20]]
+    sms.insert(4, NewSms(poisoned, long_header))
+    await set_settings(owner_pool, {"batch_size": "10"})
+    uuids = await insert_sms(receiver_pool, sms)
+    await drain(make_runner(validator_pool, redis_link))
+    bad = await monitor_row(owner_pool, uuids[4])
+    assert (bad["overall_status"], bad["failed_at_check"]) == ("error", "write")
+    state = await final_state(owner_pool)
+    assert poisoned not in {sender for sender, _ in state["count_sms"]}  # no side effects
+    assert [row[1] for row in state["out_sms"]] == list(SENDERS[11:20])
+    statuses = [(await monitor_row(owner_pool, u))["overall_status"] for u in uuids]
+    assert statuses == ["valid"] * 4 + ["error"] + ["valid"] * 5
+    assert await redis_senders(redis_client) == set(SENDERS[11:20])
