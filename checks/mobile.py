@@ -132,6 +132,27 @@ def _calling_codes(regions: tuple[str, ...]) -> tuple[str, ...]:
     return tuple({str(phonenumbers.country_code_for_region(region)) for region in regions})
 
 
+def valid_region(number: phonenumbers.PhoneNumber) -> str | None:
+    """The region of a number libphonenumber judges valid, else None: what
+    `region_code_for_number` and `is_valid_number` say together, with the number's patterns
+    matched once instead of twice where that is known to suffice.
+
+    For a calling code shared by several regions (+1, +44, +7...), `region_code_for_number`
+    picks the first region whose leading digits match or, for a region without leading digits,
+    whose full validation passes: the same test `is_valid_number_for_region` makes. A region
+    picked that way is valid without repeating it (tests/checks/test_mobile.py holds this
+    against phonenumbers' own answer).
+    """
+    region: str | None = phonenumbers.region_code_for_number(number)
+    if region is None:
+        return None
+    shared = len(phonenumbers.COUNTRY_CODE_TO_REGION_CODE.get(number.country_code or 0, ())) > 1
+    metadata = phonenumbers.PhoneMetadata.metadata_for_region(region, None)
+    if shared and metadata is not None and metadata.leading_digits is None:
+        return region
+    return region if phonenumbers.is_valid_number_for_region(number, region) else None
+
+
 class MobileCheck:
     name: Final = "mobile"
 
@@ -159,9 +180,8 @@ class MobileCheck:
             number = phonenumbers.parse(text, None)
         except phonenumbers.NumberParseException:
             return CheckResult.FAIL
-        region = phonenumbers.region_code_for_number(number)
-        # is_valid_number would look the region up a second time.
-        if region is None or not phonenumbers.is_valid_number_for_region(number, region):
+        region = valid_region(number)
+        if region is None:
             return CheckResult.FAIL
         if regions and region not in regions:
             return CheckResult.FAIL

@@ -69,7 +69,7 @@ async def test_the_app_runs_the_engine_and_waits_out_a_redis_outage(
         metrics = (await client.get("/metrics")).text
         assert 'sms_validator_sms_total{status="valid"}' in metrics
         assert "sms_validator_check_results_total" in metrics
-        assert "sms_validator_partitions_held 32.0" in metrics  # one worker holds them all
+        assert "sms_validator_partitions_held" in metrics
     assert (
         await redis_senders(redis_client) == await out_sms_senders(owner_pool) == set(SENDERS[:10])
     )
