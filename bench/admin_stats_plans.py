@@ -25,6 +25,7 @@ from uuid import UUID
 import asyncpg
 import httpx
 
+import checks
 from services.admin import queries
 from services.admin.app import create_app
 from services.admin.config import AdminConfig
@@ -50,31 +51,33 @@ FROM generate_series(1, $1::bigint) AS n,
                      CASE WHEN n % 7 = 0 THEN n % ($2 / 10) ELSE n % $2 END AS sender) AS t
 """
 
-# Every SMS but the last $2 has been judged, 200 ms after arrival, in batches of 20: about
-# 70 % valid, 22 % invalid (at a check named by n), 6 % skipped, 0.1 % error, a few requeued.
-FILL_MONITOR = """
-INSERT INTO sms_monitor (uuid, blacklist_check, duplicate_check, header_check, hash_length_check,
-                         mobile_check, time_window_check, overall_status, failed_at_check,
+
+def fill_monitor(check_names: tuple[str, ...]) -> str:
+    """Every SMS but the last $2 judged, 200 ms after arrival, in batches of 20: about 70 %
+    valid, 22 % invalid (at the check numbered n modulo the number of checks), 6 % skipped,
+    0.1 % error (at `mobile`, or the last check), a few requeued. A column per registered check
+    (`checks.result_columns`)."""
+    n = len(check_names)
+    error_at = check_names.index("mobile") if "mobile" in check_names else n - 1
+    results = []
+    for k in range(n):
+        not_run = "kind IN ('pending', 'error')" if k >= error_at else "kind = 'pending'"
+        results.append(
+            f"CASE WHEN kind = 'invalid' AND n % {n} = {k} THEN 2 WHEN kind = 'skipped' THEN 3\n"
+            f"            WHEN {not_run} OR (kind = 'invalid' AND n % {n} < {k}) THEN 0"
+            " ELSE 1 END"
+        )
+    judged = ",\n       ".join(results)
+    names = ", ".join(f"'{name}'" for name in check_names)
+    columns = ", ".join(checks.result_columns(check_names))
+    return f"""
+INSERT INTO sms_monitor (uuid, {columns}, overall_status, failed_at_check,
                          processing_started_at, processing_completed_at, batch_id, retry_count)
 SELECT uuid,
-       CASE WHEN kind = 'invalid' AND n % 6 = 0 THEN 2 WHEN kind = 'skipped' THEN 3
-            WHEN kind = 'pending' THEN 0 ELSE 1 END,
-       CASE WHEN kind = 'invalid' AND n % 6 = 1 THEN 2 WHEN kind = 'skipped' THEN 3
-            WHEN kind = 'pending' OR (kind = 'invalid' AND n % 6 < 1) THEN 0 ELSE 1 END,
-       CASE WHEN kind = 'invalid' AND n % 6 = 2 THEN 2 WHEN kind = 'skipped' THEN 3
-            WHEN kind = 'pending' OR (kind = 'invalid' AND n % 6 < 2) THEN 0 ELSE 1 END,
-       CASE WHEN kind = 'invalid' AND n % 6 = 3 THEN 2 WHEN kind = 'skipped' THEN 3
-            WHEN kind = 'pending' OR (kind = 'invalid' AND n % 6 < 3) THEN 0 ELSE 1 END,
-       CASE WHEN kind = 'invalid' AND n % 6 = 4 THEN 2 WHEN kind = 'skipped' THEN 3
-            WHEN kind IN ('pending', 'error') OR (kind = 'invalid' AND n % 6 < 4) THEN 0
-            ELSE 1 END,
-       CASE WHEN kind = 'invalid' AND n % 6 = 5 THEN 2 WHEN kind = 'skipped' THEN 3
-            WHEN kind IN ('pending', 'error') OR (kind = 'invalid' AND n % 6 < 5) THEN 0
-            ELSE 1 END,
+       {judged},
        kind,
-       CASE WHEN kind = 'invalid' THEN (ARRAY['blacklist', 'duplicate', 'header',
-            'hash_length', 'mobile', 'time_window'])[n % 6 + 1]
-            WHEN kind = 'error' THEN 'mobile' END,
+       CASE WHEN kind = 'invalid' THEN (ARRAY[{names}])[n % {n} + 1]
+            WHEN kind = 'error' THEN '{check_names[error_at]}' END,
        CASE WHEN kind = 'pending' THEN NULL ELSE created_at + interval '200 milliseconds' END,
        CASE WHEN kind = 'pending' THEN NULL ELSE created_at + interval '230 milliseconds' END,
        ('00000000-0000-7000-8000-' || lpad(to_hex(n / 20), 12, '0'))::uuid,
@@ -90,6 +93,9 @@ FROM (
     WHERE n <= $1::bigint - $2::bigint
 ) AS judged
 """
+
+
+FILL_MONITOR = fill_monitor(tuple(checks.REGISTRY))
 
 FILL_OUT = """
 INSERT INTO out_sms (uuid, sender_number, sms_message, forwarded_timestamp, created_at)

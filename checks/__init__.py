@@ -5,9 +5,12 @@
 import stops the process instead of silently disappearing from the pipeline, and a repeated
 name is refused when the registry is built.
 
+Everything else that exists once per check is derived from a registry, never written out: the
+default `check_sequence` and `check_enabled` (`DEFAULT_SETTINGS`), the result columns of
+`sms_monitor` (`result_columns`) and with them the validator's and the admin's statements.
 Adding a check is one new file in this package exporting `check` (an object with a `name` and
-`__call__(sms, context) -> CheckResult`) plus one line in `_CHECKS` below (and its module in the
-import); `docs/architecture.md` walks through it.
+`__call__(sms, context) -> CheckResult`), one line in `_CHECKS` below (and its module in the
+import) and a migration adding its column; `docs/architecture.md` walks through it.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from typing import Final
 from checks import blacklist, duplicate, hash_length, header, mobile, time_window
 from checks.base import Check, CheckSecrets, ConfigurationAware
 from checks.errors import DuplicateCheckError, InvalidCheckNameError, UnknownCheckError
-from sms_gateway.settings import RuntimeSettings
+from sms_gateway.settings import RuntimeSettings, default_settings
 
 # A check's name is the prefix of its sms_monitor column (`<name>_check`) and fits in
 # sms_monitor.failed_at_check, VARCHAR(20).
@@ -74,6 +77,24 @@ _CHECKS: Final[tuple[Check, ...]] = (
 
 REGISTRY: Final = build_registry(_CHECKS)
 CHECK_NAMES: Final = tuple(REGISTRY)
+# Every registered check runs, in registration order, enabled: the SPEC's seed order.
+DEFAULT_SETTINGS: Final = default_settings(REGISTRY)
+
+
+def result_column(name: str) -> str:
+    """The sms_monitor column of the check `name` (0 not run, 1 pass, 2 fail, 3 skipped).
+
+    Registered names are lower-case identifiers of at most 20 characters, so the column name
+    can be written into SQL; anything else is refused rather than quoted.
+    """
+    if not _CHECK_NAME.fullmatch(name):
+        raise InvalidCheckNameError(name)
+    return f"{name}_check"
+
+
+def result_columns(registry: Iterable[str] = REGISTRY) -> tuple[str, ...]:
+    """The result columns of `registry`'s checks, in its order."""
+    return tuple(result_column(name) for name in registry)
 
 
 def get_check(name: str) -> Check:
@@ -103,9 +124,12 @@ def configuration_problems(
 
 __all__ = [
     "CHECK_NAMES",
+    "DEFAULT_SETTINGS",
     "REGISTRY",
     "CheckRegistry",
     "build_registry",
     "configuration_problems",
     "get_check",
+    "result_column",
+    "result_columns",
 ]

@@ -1,10 +1,16 @@
 """`sms-stack`: the whole gateway on one machine, without Docker.
 
 It needs PostgreSQL running (reached over a direct superuser connection) and the pgbouncer and
-redis-server programs installed. `up` creates the service roles and the database, applies the
-migrations, starts pgbouncer and Redis of its own, then the receiver, validator and admin
-services, and waits until each answers `/ready`. `down` stops what `up` started. `test` brings
-up the infrastructure on its own ports, runs pytest against it and takes it down again.
+redis-server programs installed. `up` runs the production bootstrap (`sms_gateway.bootstrap`:
+roles, database, migrations, settings, pgbouncer's auth file), starts pgbouncer and Redis of its
+own (or RELOADs a running pgbouncer whose auth file changed), then the receiver, validator and
+admin services, and waits until each answers `/ready`; a second `up` changes nothing. `down`
+stops what `up` started. `test` brings up the infrastructure on its own ports, runs pytest
+against it (the whole suite with its coverage floor when given no arguments) and takes it down
+again.
+
+A development tool, not part of what runs in production: an import contract in pyproject.toml
+keeps the services, the migrator and the bootstrap from importing it.
 
 Everything is set by environment variables with development defaults (see `StackConfig`), so
 that several stacks can run side by side, each in its own state directory with its own ports
@@ -31,14 +37,12 @@ from string import Template
 from typing import Final
 from urllib.parse import quote, urlsplit, urlunsplit
 
-import asyncpg
-
-from sms_gateway.migrate import migrate
+from sms_gateway.bootstrap import OWNER, SERVICE_ROLE_NAMES, Bootstrap
 
 ROOT: Final = Path(__file__).resolve().parents[1]
-SERVICE_ROLES: Final = ("sms_receiver", "sms_validator", "sms_admin")
-OWNER_ROLE: Final = "sms_owner"
 SERVICES: Final = ("receiver", "validator", "admin")
+# pgbouncer's pool when no database says otherwise (the pgbouncer_pool_size default).
+DEFAULT_POOL_SIZE: Final = 10
 
 
 def _env(name: str, default: str) -> str:
@@ -119,92 +123,34 @@ class StackConfig:
 # ------------------------------------------------------------------ database
 
 
-async def bootstrap_roles(config: StackConfig) -> None:
-    """Create the schema owner and the service roles, with the configured passwords."""
-    connection = await asyncpg.connect(config.pg_admin_url)
-    try:
-        async with connection.transaction():
-            # Serialise concurrent bootstraps (several stacks or test runs at once).
-            await connection.execute("SELECT pg_advisory_xact_lock(7361)")
-            for role in (OWNER_ROLE, *SERVICE_ROLES):
-                exists = await connection.fetchval(
-                    "SELECT true FROM pg_roles WHERE rolname = $1", role
-                )
-                if not exists:
-                    await connection.execute(f'CREATE ROLE "{role}" LOGIN')
-            # ALTER ROLE takes no parameters: let the server quote the values.
-            statements = [(OWNER_ROLE, "LOGIN CREATEROLE", config.owner_password)]
-            statements += [(role, "LOGIN", config.role_password) for role in SERVICE_ROLES]
-            for role, options, password in statements:
-                statement = await connection.fetchval(
-                    f"SELECT format('ALTER ROLE %I {options} PASSWORD %L', $1::text, $2::text)",
-                    role,
-                    password,
-                )
-                await connection.execute(statement)
-    finally:
-        await connection.close()
+def bootstrap_steps(config: StackConfig) -> Bootstrap:
+    """The production bootstrap (`sms-bootstrap`), as the stack's superuser."""
+    return Bootstrap(config.pg_admin_url)
 
 
-async def create_database(config: StackConfig, name: str, *, template: str | None = None) -> bool:
-    """Create `name` owned by the schema owner unless it exists; True when created."""
-    connection = await asyncpg.connect(config.pg_admin_url)
-    try:
-        if await connection.fetchval("SELECT true FROM pg_database WHERE datname = $1", name):
-            return False
-        clause = f' TEMPLATE "{template}"' if template else ""
-        await connection.execute(f'CREATE DATABASE "{name}" OWNER "{OWNER_ROLE}"{clause}')
-        return True
-    finally:
-        await connection.close()
+def passwords(config: StackConfig) -> dict[str, str]:
+    """The stack's passwords: one for the owner, one shared by the service roles."""
+    return {OWNER.name: config.owner_password} | dict.fromkeys(
+        SERVICE_ROLE_NAMES, config.role_password
+    )
 
 
-async def drop_database(config: StackConfig, name: str) -> None:
-    connection = await asyncpg.connect(config.pg_admin_url)
-    try:
-        await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await connection.close()
-
-
-async def migrate_database(config: StackConfig, name: str) -> list[str]:
-    return await migrate(config.direct_url(OWNER_ROLE, config.owner_password, name))
-
-
-async def pgbouncer_userlist(config: StackConfig) -> str:
-    """auth_file lines with the SCRAM verifiers of the gateway's roles."""
-    connection = await asyncpg.connect(config.pg_admin_url)
-    try:
-        rows = await connection.fetch(
-            "SELECT rolname, rolpassword FROM pg_authid WHERE rolname = ANY($1::text[])",
-            [OWNER_ROLE, *SERVICE_ROLES],
+async def bootstrap_database(config: StackConfig, *, database: bool) -> tuple[int, bool]:
+    """The roles (and with `database`, the stack's database, its migrations and the settings
+    that point it at the stack's Redis), then pgbouncer's auth file in the stack's directory:
+    exactly what a deployment's bootstrap does. Returns the pool size and whether the auth
+    file changed."""
+    steps = bootstrap_steps(config)
+    await steps.roles(passwords(config))
+    pool_size = DEFAULT_POOL_SIZE
+    if database:
+        await steps.database(config.db_name)
+        await steps.schema(config.db_name, config.owner_password)
+        pool_size = await steps.settings(
+            config.db_name, {"redis_host": "127.0.0.1", "redis_port": str(config.redis_port)}
         )
-    finally:
-        await connection.close()
-    return "".join(f'"{row["rolname"]}" "{row["rolpassword"]}"\n' for row in rows)
-
-
-async def read_setting(config: StackConfig, key: str) -> str | None:
-    connection = await asyncpg.connect(config.admin_url_for(config.db_name))
-    try:
-        value: str | None = await connection.fetchval(
-            "SELECT setting_value FROM system_settings WHERE setting_key = $1", key
-        )
-        return value
-    finally:
-        await connection.close()
-
-
-async def point_settings_at_redis(config: StackConfig, database: str) -> None:
-    connection = await asyncpg.connect(config.admin_url_for(database))
-    try:
-        await connection.executemany(
-            "UPDATE system_settings SET setting_value = $2, updated_at = now() "
-            "WHERE setting_key = $1",
-            [("redis_host", "127.0.0.1"), ("redis_port", str(config.redis_port))],
-        )
-    finally:
-        await connection.close()
+    changed = await steps.auth_files(pgbouncer_dir(config), pool_size)
+    return pool_size, changed
 
 
 # ------------------------------------------------------------------ processes
@@ -232,10 +178,32 @@ def _require_program(name: str) -> str:
     return path
 
 
-def start_pgbouncer(config: StackConfig, pool_size: int, userlist: str) -> None:
+def pgbouncer_dir(config: StackConfig) -> Path:
     run_dir = config.state_dir / "pgbouncer"
     run_dir.mkdir(parents=True, exist_ok=True)
-    if _running(run_dir / "pgbouncer.pid"):
+    return run_dir
+
+
+def _give_to_pgbouncer(run_dir: Path) -> list[str]:
+    """pgbouncer refuses to run as root: as root, it runs as postgres and owns its files."""
+    if os.geteuid() != 0:
+        return []
+    user = "postgres"
+    shutil.chown(run_dir, user)
+    for child in run_dir.iterdir():
+        shutil.chown(child, user)
+    return ["-u", user]
+
+
+def start_pgbouncer(config: StackConfig, pool_size: int, *, auth_file_changed: bool) -> None:
+    """Start pgbouncer with the auth file the bootstrap wrote; when it runs already and that
+    file changed (a password did), RELOAD it (SIGHUP), or every login would fail."""
+    run_dir = pgbouncer_dir(config)
+    pid = _running(run_dir / "pgbouncer.pid")
+    if pid is not None:
+        if auth_file_changed:
+            _give_to_pgbouncer(run_dir)
+            os.kill(pid, signal.SIGHUP)
         return
     template = Template((ROOT / "pgbouncer" / "pgbouncer.ini.template").read_text())
     ini = template.substitute(
@@ -245,17 +213,15 @@ def start_pgbouncer(config: StackConfig, pool_size: int, userlist: str) -> None:
         listen_port=config.pgbouncer_port,
         run_dir=run_dir,
         pool_size=pool_size,
-        admin_user=OWNER_ROLE,
+        admin_user=OWNER.name,
     )
     (run_dir / "pgbouncer.ini").write_text(ini)
-    (run_dir / "userlist.txt").write_text(userlist)
-    command = [_require_program("pgbouncer"), "-d", str(run_dir / "pgbouncer.ini")]
-    if os.geteuid() == 0:  # pgbouncer refuses to run as root
-        user = "postgres"
-        shutil.chown(run_dir, user)
-        for child in run_dir.iterdir():
-            shutil.chown(child, user)
-        command[1:1] = ["-u", user]
+    command = [
+        _require_program("pgbouncer"),
+        *_give_to_pgbouncer(run_dir),
+        "-d",
+        str(run_dir / "pgbouncer.ini"),
+    ]
     subprocess.run(command, check=True)
     _wait_for_file(run_dir / "pgbouncer.pid", "pgbouncer", run_dir / "pgbouncer.log")
 
@@ -354,15 +320,9 @@ def stop_pid(pidfile: Path, *, timeout: float = 35.0) -> None:
 
 def infra_up(config: StackConfig, *, database: bool = True) -> None:
     config.state_dir.mkdir(parents=True, exist_ok=True)
-    asyncio.run(bootstrap_roles(config))
-    pool_size = 10
-    if database:
-        asyncio.run(create_database(config, config.db_name))
-        asyncio.run(migrate_database(config, config.db_name))
-        asyncio.run(point_settings_at_redis(config, config.db_name))
-        pool_size = int(asyncio.run(read_setting(config, "pgbouncer_pool_size")) or pool_size)
+    pool_size, auth_file_changed = asyncio.run(bootstrap_database(config, database=database))
     start_redis(config)
-    start_pgbouncer(config, pool_size, asyncio.run(pgbouncer_userlist(config)))
+    start_pgbouncer(config, pool_size, auth_file_changed=auth_file_changed)
 
 
 def up(config: StackConfig, *, infra_only: bool) -> None:
@@ -398,10 +358,15 @@ def test_environment(config: StackConfig) -> dict[str, str]:
     }
 
 
+# The whole suite (no pytest arguments, as CI runs it) also measures coverage and fails under
+# the floor of pyproject.toml's [tool.coverage.report].
+COVERAGE_ARGS: Final = ("--cov", "--cov-report=term")
+
+
 def run_tests(config: StackConfig, pytest_args: Sequence[str]) -> int:
     infra_up(config, database=False)
     try:
-        command = [sys.executable, "-m", "pytest", *pytest_args]
+        command = [sys.executable, "-m", "pytest", *(pytest_args or COVERAGE_ARGS)]
         return subprocess.call(command, env={**os.environ, **test_environment(config)})
     finally:
         down(config)

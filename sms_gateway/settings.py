@@ -40,14 +40,6 @@ from sms_gateway.logging import set_level
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_CHECK_SEQUENCE: Final = (
-    "blacklist",
-    "duplicate",
-    "header",
-    "hash_length",
-    "mobile",
-    "time_window",
-)
 ZERO_UUID: Final = UUID(int=0)
 # The upper bound of the integer settings SPEC §3 leaves open: a PostgreSQL INTEGER (the type of
 # count_sms.message_count), so that every reader can use any accepted value: a window or TTL of
@@ -151,13 +143,15 @@ class RuntimeSettings(BaseModel):
     last_processed_uuid: UUID = _setting(
         ZERO_UUID, "a UUID", "the validator's checkpoint", read_only=True
     )
+    # The core knows no check: `default_settings(names)` lists and enables the registered ones
+    # (checks.DEFAULT_SETTINGS), so that the defaults follow the registry.
     check_sequence: CheckSequence = _setting(
-        DEFAULT_CHECK_SEQUENCE,
+        (),
         "a JSON list of check names without repeats",
         "the order in which checks run; a check not listed is not run",
     )
     check_enabled: CheckEnabled = _setting(
-        dict.fromkeys(DEFAULT_CHECK_SEQUENCE, True),
+        {},
         "a JSON object mapping check names to true or false",
         "a disabled check records 3 (skipped) and the pipeline goes on",
     )
@@ -236,7 +230,19 @@ class RuntimeSettings(BaseModel):
 
 
 SETTING_KEYS: Final = tuple(RuntimeSettings.model_fields)
+# The defaults of a process that knows no check; see `default_settings`.
 DEFAULTS: Final = RuntimeSettings()
+
+
+def default_settings(known_checks: Iterable[str]) -> RuntimeSettings:
+    """The defaults when `known_checks` (in registry order) are the checks: every one of them
+    runs, in that order, enabled. This is what a key missing from the table means."""
+    names = tuple(known_checks)
+    return DEFAULTS.model_copy(
+        update={"check_sequence": names, "check_enabled": dict.fromkeys(names, True)}
+    )
+
+
 _JSON_KEYS: Final = frozenset(
     {"check_sequence", "check_enabled", "header_allowed", "mobile_regions"}
 )
@@ -358,18 +364,26 @@ class SettingsStore:
 
     A stored value that breaks its rule is logged once (until it changes) and the key keeps its
     last good value; a missing key keeps its default. A stored text seen at the previous reload
-    is not parsed again: the validator reloads before every batch.
+    is not parsed again: the validator reloads before every batch. With `known_checks` (in
+    registry order), check names are validated against them and the defaults list them.
     """
 
     def __init__(self, *, known_checks: Iterable[str] | None = None) -> None:
-        self._known_checks = frozenset(known_checks) if known_checks is not None else None
-        self._current = DEFAULTS
+        names = tuple(known_checks) if known_checks is not None else None
+        self._known_checks = frozenset(names) if names is not None else None
+        self._defaults = default_settings(names) if names is not None else DEFAULTS
+        self._current = self._defaults
         self._seen: dict[str, str] = {}  # key -> the stored text last applied or refused
         self._unknown_reported: set[str] = set()
 
     @property
     def current(self) -> RuntimeSettings:
         return self._current
+
+    @property
+    def defaults(self) -> RuntimeSettings:
+        """What a key missing from the table means to this process."""
+        return self._defaults
 
     def apply(self, rows: Iterable[tuple[str, str]]) -> RuntimeSettings:
         SETTINGS_RELOADS.inc()

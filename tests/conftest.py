@@ -1,8 +1,9 @@
 """Test harness: real PostgreSQL through real pgbouncer, and real Redis. No mocks of either.
 
 Where the services are comes from SMSGW_TEST_* variables, which `sms-stack test` (the README's
-test command) sets after starting pgbouncer and Redis of its own. A template database is
-migrated once per schema version over a direct connection; each test gets a fresh copy
+test command) sets after starting pgbouncer and Redis of its own. The roles and a template
+database are made by the production bootstrap (`sms_gateway.bootstrap`, what compose and the
+playbook run), once per schema version; each test gets a fresh copy
 (`CREATE DATABASE ... TEMPLATE`) and reaches it through pgbouncer as the service roles do.
 """
 
@@ -23,13 +24,8 @@ import pytest
 import redis.asyncio as aioredis
 
 from sms_gateway import db
-from sms_gateway.devstack import (
-    StackConfig,
-    bootstrap_roles,
-    create_database,
-    drop_database,
-    migrate_database,
-)
+from sms_gateway.bootstrap import Bootstrap
+from sms_gateway.devstack import StackConfig, bootstrap_steps, passwords
 from sms_gateway.migrate import MIGRATIONS_DIR
 
 REQUIRED: Final = (
@@ -100,17 +96,32 @@ def template_database(infra: Infra) -> str:
     return asyncio.run(_build_template(infra))
 
 
+async def bootstrapped_roles(stack: StackConfig) -> Bootstrap:
+    """The production bootstrap's roles step (a second run changes nothing)."""
+    steps = bootstrap_steps(stack)
+    await steps.roles(passwords(stack))
+    return steps
+
+
+async def drop_database(stack: StackConfig, name: str) -> None:
+    connection = await asyncpg.connect(stack.pg_admin_url)
+    try:
+        await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await connection.close()
+
+
 async def _build_template(infra: Infra) -> str:
     name = f"smsgw_tmpl_{_schema_digest()}"
-    await bootstrap_roles(infra.stack)
+    steps = await bootstrapped_roles(infra.stack)
     connection = await asyncpg.connect(infra.stack.pg_admin_url)
     try:
         # Two test runs at once must not both build the template.
         await connection.execute("SELECT pg_advisory_lock(7362)")
         try:
-            if await create_database(infra.stack, name):
+            if await steps.database(name):
                 try:
-                    await migrate_database(infra.stack, name)
+                    await steps.schema(name, infra.stack.owner_password)
                 except BaseException:
                     await drop_database(infra.stack, name)
                     raise
@@ -156,7 +167,7 @@ class FreshDatabase:
 @pytest.fixture
 async def database(infra: Infra, template_database: str) -> AsyncIterator[FreshDatabase]:
     name = f"smsgw_t_{uuid.uuid4().hex[:16]}"
-    await create_database(infra.stack, name, template=template_database)
+    await bootstrap_steps(infra.stack).database(name, template=template_database)
     test_db = FreshDatabase(name, infra.stack)
     owner = await asyncpg.connect(test_db.direct_url())
     try:
@@ -175,9 +186,9 @@ async def database(infra: Infra, template_database: str) -> AsyncIterator[FreshD
 @pytest.fixture
 async def empty_database(infra: Infra) -> AsyncIterator[FreshDatabase]:
     """A database with no schema at all, owned by the schema owner."""
-    await bootstrap_roles(infra.stack)
+    steps = await bootstrapped_roles(infra.stack)
     name = f"smsgw_e_{uuid.uuid4().hex[:16]}"
-    await create_database(infra.stack, name)
+    await steps.database(name)
     try:
         yield FreshDatabase(name, infra.stack)
     finally:

@@ -1,18 +1,19 @@
--- 0004: one least-privilege role per service (SPEC §2). Roles are cluster-wide, so they are
--- created only when missing; their passwords are set by the deployment, never here. The role
--- that runs the migrations owns the schema and needs CREATEROLE.
+-- 0004: one least-privilege role per service (SPEC §2). Roles are cluster-wide, so this file does
+-- not make them: sms-bootstrap (sms_gateway/bootstrap.py) creates them as the superuser, with
+-- their passwords, attributes and per-role settings, before any migration runs. The schema owner
+-- that runs this file has no CREATEROLE (0009); here each role gets what it may do in this
+-- database.
 DO $$
 DECLARE
     service_role TEXT;
 BEGIN
     FOREACH service_role IN ARRAY ARRAY['sms_receiver', 'sms_validator', 'sms_admin'] LOOP
         IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = service_role) THEN
-            EXECUTE format('CREATE ROLE %I LOGIN', service_role);
+            RAISE EXCEPTION 'role % does not exist', service_role
+                USING HINT = 'sms-bootstrap creates the roles, as the superuser, before the '
+                             'migrations';
         END IF;
         EXECUTE format('GRANT CONNECT ON DATABASE %I TO %I', current_database(), service_role);
-        -- A transaction left open by a bug must not hold locks for ever.
-        EXECUTE format('ALTER ROLE %I SET idle_in_transaction_session_timeout = %L',
-                       service_role, '30s');
     END LOOP;
     EXECUTE format('REVOKE ALL ON DATABASE %I FROM PUBLIC', current_database());
 END
@@ -34,8 +35,8 @@ GRANT SELECT, INSERT ON out_sms TO sms_validator;
 GRANT UPDATE (setting_value, updated_at) ON system_settings TO sms_validator;
 
 -- admin: reads what it shows, edits settings with their audit, removes blacklist entries with
--- their counts, requeues SMS in error (only the columns contracts §6 resets). It may not write
--- out_sms. The REVOKE makes a second run take back what an earlier version of this file gave.
+-- their counts, requeues SMS in error (only the columns a requeue resets, SPEC §7; 0009 grants
+-- the result column of every check). It may not write out_sms. The REVOKE makes a second run take back what an earlier version of this file gave.
 REVOKE ALL ON input_sms, sms_monitor, system_settings, out_sms, blacklist_sms, count_sms,
     settings_audit, schema_migrations FROM sms_admin;
 GRANT SELECT ON input_sms, sms_monitor, system_settings, out_sms, blacklist_sms, count_sms,

@@ -30,12 +30,8 @@ LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
     )
 $$;
 
--- The settle horizon reads the xact_start of other roles' transactions in pg_stat_activity;
--- without pg_read_all_stats those columns read as NULL and the horizon would ignore them.
-GRANT pg_read_all_stats TO sms_validator;
-
--- Receiver transactions are one INSERT: bound them, so that one stuck insert cannot hold the
--- settle horizon (and with it every SMS behind it) back for long.
-ALTER ROLE sms_receiver SET statement_timeout = '10s';
+-- The settle horizon reads the xact_start of other roles' transactions in pg_stat_activity, so
+-- the validator is a member of pg_read_all_stats, and receiver transactions are bounded by a
+-- statement_timeout: both are cluster-wide, so sms-bootstrap sets them (sms_gateway/bootstrap.py).
 
 INSERT INTO schema_migrations (version) VALUES ('0005_validator_engine') ON CONFLICT DO NOTHING;

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Final
 
@@ -15,7 +15,8 @@ from fastapi.responses import JSONResponse
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from starlette.types import ExceptionHandler
 
-from checks import REGISTRY
+import checks
+from checks.base import Check
 from services.admin import ui
 from services.admin.auth import BearerAuthMiddleware, TokenVerifier
 from services.admin.config import AdminConfig
@@ -26,6 +27,7 @@ from services.admin.errors import (
     SmsNotInError,
     UnknownQueryParameters,
 )
+from services.admin.queries import SmsStatements
 from services.admin.routes import blacklist, settings, sms, stats
 from services.admin.state import AdminState, known_query_parameters_only, operator
 from sms_gateway import db
@@ -42,12 +44,17 @@ PUBLIC_PATHS: Final = (
     frozenset({"/health", "/ready", "/metrics", "/docs", "/docs/oauth2-redirect", "/openapi.json"})
     | ui.PUBLIC_PATHS
 )
-# check_sequence and check_enabled may name only registered checks (contracts §5).
-KNOWN_CHECKS: Final = frozenset(REGISTRY)
 
 
-def create_app(config: AdminConfig) -> FastAPI:
+def create_app(
+    config: AdminConfig, *, checks_by_name: Mapping[str, Check] | None = None
+) -> FastAPI:
+    """The admin app. `checks_by_name` (default: `checks.REGISTRY`) is the registry whose checks
+    check_sequence and check_enabled may name (SPEC §3) and whose results an SMS shows; the
+    validator's `create_app` takes the same, so a test can run both with an extended registry."""
     verifier = TokenVerifier(config.operator_tokens())
+    check_names = tuple(checks.REGISTRY if checks_by_name is None else checks_by_name)
+    sms_statements = SmsStatements.for_columns(checks.result_columns(check_names))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -57,14 +64,14 @@ def create_app(config: AdminConfig) -> FastAPI:
             max_size=config.db_pool_max_size,
             command_timeout=config.db_command_timeout,
         )
-        store = SettingsStore(known_checks=KNOWN_CHECKS)
+        store = SettingsStore(known_checks=check_names)
         refresher = asyncio.create_task(
             keep_fresh(
                 pool, store, interval=SETTINGS_REFRESH_SECONDS, transient=db.TRANSIENT_DB_ERRORS
             ),
             name="admin-settings-refresh",
         )
-        app.state.admin = AdminState(config, pool, store, verifier, KNOWN_CHECKS)
+        app.state.admin = AdminState(config, pool, store, verifier, check_names, sms_statements)
         logger.info("admin service started", extra={"operators": list(verifier.names)})
         try:
             yield

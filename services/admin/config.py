@@ -1,4 +1,4 @@
-"""The admin service's bootstrap configuration (contracts §3): the shared fields plus the
+"""The admin service's bootstrap configuration (SPEC §10): the shared fields plus the
 operators' bearer tokens.
 
 `SMSGW_ADMIN_TOKENS` (or `SMSGW_ADMIN_TOKENS_FILE`) holds comma-separated `name:token` pairs.

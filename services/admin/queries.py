@@ -5,6 +5,8 @@ Each runs inside `sms_gateway.db.transaction(...)` (pgbouncer transaction mode).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Final
 
 # ------------------------------------------------------------------ settings
@@ -51,12 +53,18 @@ LIMIT $2
 
 # ------------------------------------------------------------------ one SMS
 
-SMS_DETAIL: Final = """
+# The per-check parts of these statements come from the check registry the app was built with
+# (`checks.result_columns`: registered names only, never input); every value is bound.
+
+
+def sms_detail(result_columns: Sequence[str]) -> str:
+    """One SMS with every check result (a column per registered check), status and out_sms."""
+    results = "".join(f"m.{column}, " for column in result_columns)
+    return f"""
 SELECT i.uuid, i.sender_number, i.sms_message, i.received_timestamp, i.created_at, i.source,
        i.client_event_id,
        m.uuid IS NOT NULL AS judged,
-       m.blacklist_check, m.duplicate_check, m.header_check, m.hash_length_check,
-       m.mobile_check, m.time_window_check,
+       {results}
        m.overall_status, m.failed_at_check, m.batch_id, m.retry_count,
        m.processing_started_at, m.processing_completed_at,
        o.uuid IS NOT NULL AS forwarded,
@@ -67,18 +75,32 @@ FROM input_sms i
 LEFT JOIN sms_monitor m ON m.uuid = i.uuid
 LEFT JOIN out_sms o ON o.uuid = i.uuid
 WHERE i.uuid = $1
-"""
+"""  # noqa: S608 - registered column names only
 
-# contracts §6: one statement, only from 'error'; retry_count is kept.
-REQUEUE: Final = """
+
+def requeue(result_columns: Sequence[str]) -> str:
+    """SPEC §7: one statement, only from 'error'; every check result back to 0, retry_count
+    kept. The validator's sweeper judges the SMS again."""
+    resets = "".join(f"{column} = 0, " for column in result_columns)
+    return f"""
 UPDATE sms_monitor
-SET overall_status = 'pending',
-    blacklist_check = 0, duplicate_check = 0, header_check = 0, hash_length_check = 0,
-    mobile_check = 0, time_window_check = 0,
-    failed_at_check = NULL
+SET overall_status = 'pending', {resets}failed_at_check = NULL
 WHERE uuid = $1 AND overall_status = 'error'
 RETURNING uuid, overall_status, retry_count
-"""
+"""  # noqa: S608 - registered column names only
+
+
+@dataclass(frozen=True, slots=True)
+class SmsStatements:
+    """The statements about one SMS, for one registry of checks."""
+
+    detail: str
+    requeue: str
+
+    @classmethod
+    def for_columns(cls, result_columns: Sequence[str]) -> SmsStatements:
+        return cls(sms_detail(result_columns), requeue(result_columns))
+
 
 # Why a requeue was refused: the SMS does not exist, or its status (NULL = not judged yet).
 SMS_STATUS: Final = """

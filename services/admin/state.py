@@ -14,18 +14,28 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from services.admin.auth import TokenVerifier
 from services.admin.config import AdminConfig
 from services.admin.errors import NotAuthenticated, UnknownQueryParameters
+from services.admin.queries import SmsStatements
 from sms_gateway.settings import SettingsStore
 
 
 @dataclass(frozen=True)
 class AdminState:
-    """Built in the lifespan; reaches handlers through `admin_state`."""
+    """Built in the lifespan; reaches handlers through `admin_state`.
+
+    `check_names` are the registry's, in its order: what check_sequence and check_enabled may
+    name, the check results an SMS shows and the columns a requeue resets (`sms_statements`).
+    """
 
     config: AdminConfig
     pool: asyncpg.Pool
     settings: SettingsStore
     verifier: TokenVerifier
-    known_checks: frozenset[str]
+    check_names: tuple[str, ...]
+    sms_statements: SmsStatements
+
+    @property
+    def known_checks(self) -> frozenset[str]:
+        return frozenset(self.check_names)
 
 
 def admin_state(request: Request) -> AdminState:

@@ -1,4 +1,4 @@
-"""The receiver's bootstrap configuration (contracts §3): the shared fields plus its secrets and
+"""The receiver's bootstrap configuration (SPEC §10): the shared fields plus its secrets and
 the bounds of group commit."""
 
 from __future__ import annotations

@@ -1,12 +1,14 @@
-"""Every SQL statement of the receiver, together (the role may only insert into input_sms and
-read back uuid, source and client_event_id: db/init/0004).
+"""Every SQL statement of the receiver, together (the role may only insert the content columns of
+input_sms, read back uuid, source and client_event_id, and read settings: db/init/0004, 0009).
 
 The uuid of each row is made by the database's `uuid_generate_v7()` (the column's default
-function) inside the inserting statement, from the database clock (contracts §1). It is called
-in the statement rather than left to the column default so that each row of a multi-row INSERT
-can be matched to the request that sent it through its position: INSERT ... RETURNING does not
-promise any order, so the statement returns (position, uuid) pairs joined on the uuid itself.
-A row skipped by ON CONFLICT (a repeated delivery) comes back with a NULL uuid.
+function) inside the inserting statement, from the database clock (SPEC §2; docs/architecture.md,
+"Time-ordered keys made by the database"). It is called in the statement rather than left to the
+column default so that each row of a multi-row INSERT can be matched to the request that sent it
+through its position: INSERT ... RETURNING does not promise any order, so the statement returns
+(position, uuid) pairs joined on the uuid itself. A row skipped by ON CONFLICT (a repeated
+delivery) comes back with a NULL uuid. The role may not write the uuid column, so that statement
+is the database function `store_input_sms` (db/init/0009), which runs as the schema owner.
 """
 
 from __future__ import annotations
@@ -14,24 +16,8 @@ from __future__ import annotations
 from typing import Final
 
 INSERT_SMS: Final = """
-WITH incoming AS MATERIALIZED (
-    SELECT uuid_generate_v7() AS uuid, item.*
-    FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::text[])
-         WITH ORDINALITY AS item (sender_number, sms_message, received_timestamp,
-                                  source, client_event_id, position)
-),
-stored AS (
-    INSERT INTO input_sms (uuid, sender_number, sms_message, received_timestamp,
-                           source, client_event_id)
-    SELECT uuid, sender_number, sms_message, received_timestamp, source, client_event_id
-    FROM incoming
-    ORDER BY position
-    ON CONFLICT (source, client_event_id) WHERE client_event_id IS NOT NULL DO NOTHING
-    RETURNING uuid
-)
-SELECT incoming.position, stored.uuid
-FROM incoming LEFT JOIN stored USING (uuid)
-ORDER BY incoming.position
+SELECT item_position AS position, sms_uuid AS uuid
+FROM store_input_sms($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::text[])
 """
 
 # The rows of earlier deliveries with these keys (committed: read after our own commit).

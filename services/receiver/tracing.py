@@ -1,4 +1,4 @@
-"""The receiver's part of an SMS's trace (contracts §2): once the insert has returned the
+"""The receiver's part of an SMS's trace (SPEC §8): once the insert has returned the
 uuid, a span "sms.receive" in the SMS's own trace (trace id = uuid) from the start of the
 request, with a child "input_sms.insert", linked to the HTTP server span of the request."""
 

@@ -1,4 +1,4 @@
-"""The validator's bootstrap configuration (contracts §3): the database, Redis password, and the
+"""The validator's bootstrap configuration (SPEC §10): the database, Redis password, and the
 two secrets the checks use (SPEC §10)."""
 
 from __future__ import annotations

@@ -3,8 +3,8 @@
 It is loaded for the batch's distinct senders inside the batch transaction (counters and
 blacklist rows from PostgreSQL, forwarded senders from the Redis index), changed by the checks in
 UUID order, and persisted with the batch. Each SMS runs between `begin_sms` and `commit_sms` or
-`rollback_sms`: a journal of undo steps lets an SMS whose check raised leave no trace (SPEC §6.4,
-contracts §6), so that a requeue later counts nothing twice.
+`rollback_sms`: a journal of undo steps lets an SMS whose check raised leave no trace (SPEC §6.4
+and §7), so that a requeue later counts nothing twice.
 """
 
 from __future__ import annotations

@@ -32,8 +32,9 @@ PARTITION_COUNT: Final = "SELECT count(*) FROM validator_partitions"
 # A row not yet visible belongs to a transaction that is open now (its xact_start is listed
 # here, and its uuid, made later by the database clock, is >= that) or that starts after this
 # statement (its uuid is later than now). Only sessions of roles that may insert into input_sms
-# count. The margin covers the instant between a transaction's start and its entry in
-# pg_stat_activity, and small clock slews. This must be the transaction's first read of
+# count (any column: the receiver may insert only the content columns, db/init/0009). The
+# margin covers the instant between a transaction's start and its entry in pg_stat_activity,
+# and small clock slews. This must be the transaction's first read of
 # pg_stat_activity (PostgreSQL caches it per transaction), and it must run in a statement
 # BEFORE the one that reads the rows, so that the rows' snapshot is later than this view.
 SETTLE_HORIZON: Final = """
@@ -46,7 +47,7 @@ FROM (SELECT least(
        AND a.pid <> pg_backend_pid()
        AND a.backend_type = 'client backend'
        AND a.xact_start IS NOT NULL
-       AND has_table_privilege(a.usesysid, 'public.input_sms', 'INSERT'))
+       AND has_any_column_privilege(a.usesysid, 'public.input_sms', 'INSERT'))
 ) AS horizon) AS h
 """
 
@@ -294,7 +295,7 @@ def write_statement(check_names: Sequence[str]) -> str:
                 "batch_id",
             )
         ]
-        # A requeued SMS keeps the attempts it spent before (contracts §6).
+        # A requeued SMS keeps the attempts it spent before (SPEC §7).
         + ["retry_count = m.retry_count + EXCLUDED.retry_count"]
     )
     # Only identifiers checked above are formatted in; every value is a bound parameter.

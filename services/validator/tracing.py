@@ -1,4 +1,4 @@
-"""Spans of the validator in each SMS's own trace (contracts §2, SPEC §8).
+"""Spans of the validator in each SMS's own trace (SPEC §8).
 
 "sms.validate" per SMS, a child per check run (attribute `sms.check.result`), and for a forwarded
 SMS "out_sms.insert" and "redis.write". They are emitted after the batch committed, from times

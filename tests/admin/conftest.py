@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from uuid import UUID, uuid4
 
@@ -14,6 +14,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+import checks
 from services.admin.app import create_app
 from services.admin.config import AdminConfig
 from sms_gateway.config import load_config
@@ -96,9 +97,6 @@ async def stored_settings(pool: asyncpg.Pool) -> dict[str, str]:
     return {row["setting_key"]: row["setting_value"] for row in rows}
 
 
-CHECK_COLUMNS = ("blacklist", "duplicate", "header", "hash_length", "mobile", "time_window")
-
-
 async def insert_sms(
     pool: asyncpg.Pool,
     sender_number: str,
@@ -110,9 +108,11 @@ async def insert_sms(
     retry_count: int = 0,
     forwarded: bool = False,
     processed_ago_seconds: float = 1.0,
+    check_names: Sequence[str] = tuple(checks.REGISTRY),
 ) -> UUID:
     """One SMS as the receiver stores it and, with `overall_status`, as the validator judged
-    it (`forwarded`: with its out_sms row). Written as the schema owner."""
+    it (`forwarded`: with its out_sms row; `results` by check name, the checks of
+    `check_names`). Written as the schema owner."""
     async with pool.acquire() as connection, connection.transaction():
         sms_uuid: UUID = await connection.fetchval(
             "INSERT INTO input_sms (sender_number, sms_message, received_timestamp) "
@@ -121,15 +121,17 @@ async def insert_sms(
             sms_message,
         )
         if overall_status is not None:
-            codes = [(results or {}).get(name, 0) for name in CHECK_COLUMNS]
+            codes = [(results or {}).get(name, 0) for name in check_names]
+            columns = "".join(f"{column}, " for column in checks.result_columns(check_names))
+            n = len(codes)
+            values = "".join(f"${i + 2}, " for i in range(n))
             await connection.execute(
-                "INSERT INTO sms_monitor (uuid, blacklist_check, duplicate_check, header_check, "
-                "hash_length_check, mobile_check, time_window_check, overall_status, "
+                f"INSERT INTO sms_monitor (uuid, {columns}overall_status, "
                 "failed_at_check, retry_count, batch_id, processing_started_at, "
                 "processing_completed_at) "
-                "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, "
-                "now() - make_interval(secs => $12), "
-                "now() - make_interval(secs => $12) + interval '25 milliseconds')",
+                f"VALUES ($1, {values}${n + 2}, ${n + 3}, ${n + 4}, ${n + 5}, "
+                f"now() - make_interval(secs => ${n + 6}), "
+                f"now() - make_interval(secs => ${n + 6}) + interval '25 milliseconds')",
                 sms_uuid,
                 *codes,
                 overall_status,

@@ -1,4 +1,4 @@
-"""The admin tokens come from the environment (SPEC §10, contracts §3)."""
+"""The admin tokens come from the environment (SPEC §10)."""
 
 from __future__ import annotations
 

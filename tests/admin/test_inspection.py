@@ -1,4 +1,4 @@
-"""One SMS, requeue and the blacklist through the admin API (SPEC §7, contracts §6)."""
+"""One SMS, requeue and the blacklist through the admin API (SPEC §7, §6.4)."""
 
 from __future__ import annotations
 

@@ -11,8 +11,8 @@ import asyncpg
 import httpx
 import pytest
 
+from checks import DEFAULT_SETTINGS
 from sms_gateway.settings import (
-    DEFAULTS,
     SETTING_KEYS,
     encode_setting,
     is_read_only,
@@ -173,7 +173,7 @@ async def test_the_list_shows_every_key_with_its_rule(authed: httpx.AsyncClient)
         key = setting["key"]
         assert setting["rule"] == setting_rule(key)
         assert setting["meaning"]
-        assert setting["default"] == to_json(key, getattr(DEFAULTS, key))
+        assert setting["default"] == to_json(key, getattr(DEFAULT_SETTINGS, key))
         assert setting["invalid"] is None
     by_key = {s["key"]: s for s in listed}
     assert by_key["redis_host"]["value"] == "127.0.0.1"  # what the test harness stored

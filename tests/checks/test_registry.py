@@ -17,7 +17,7 @@ from checks.errors import (
     UnknownCheckError,
 )
 from sms_gateway.errors import GatewayError
-from sms_gateway.settings import DEFAULT_CHECK_SEQUENCE, validate_setting
+from sms_gateway.settings import validate_setting
 from tests.checks.support import AES_KEY, HASH_KEY, settings
 
 # Modules of checks/ that are not checks.
@@ -33,9 +33,16 @@ def test_every_check_file_is_registered_under_its_file_name() -> None:
         assert REGISTRY[name] is module.check
 
 
+# The SPEC's seed order (SPEC §3, §5.3), which the default check_sequence follows.
+SEED_ORDER = ("blacklist", "duplicate", "header", "hash_length", "mobile", "time_window")
+
+
 def test_registry_is_in_the_seed_order_of_the_settings() -> None:
-    assert tuple(REGISTRY) == DEFAULT_CHECK_SEQUENCE
-    assert checks.CHECK_NAMES == DEFAULT_CHECK_SEQUENCE
+    assert tuple(REGISTRY) == SEED_ORDER
+    assert checks.CHECK_NAMES == SEED_ORDER
+    assert checks.DEFAULT_SETTINGS.check_sequence == SEED_ORDER
+    assert checks.DEFAULT_SETTINGS.check_enabled == dict.fromkeys(SEED_ORDER, True)
+    assert checks.result_columns() == tuple(f"{name}_check" for name in SEED_ORDER)
 
 
 def test_registry_is_read_only() -> None:

@@ -9,9 +9,10 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from checks import DEFAULT_SETTINGS
 from sms_gateway.errors import MigrationError
 from sms_gateway.migrate import discover, migrate
-from sms_gateway.settings import DEFAULTS, SETTING_KEYS, encode_setting
+from sms_gateway.settings import SETTING_KEYS, encode_setting
 from tests.conftest import FreshDatabase
 
 SCHEMA_DOC = Path(__file__).resolve().parents[2] / "docs" / "schema.md"
@@ -116,7 +117,7 @@ async def test_initial_settings_are_the_model_defaults(database: FreshDatabase) 
         )
     finally:
         await connection.close()
-    expected = {key: encode_setting(key, getattr(DEFAULTS, key)) for key in SETTING_KEYS}
+    expected = {key: encode_setting(key, getattr(DEFAULT_SETTINGS, key)) for key in SETTING_KEYS}
     del expected["redis_host"], expected["redis_port"]  # the test harness points these at its Redis
     assert rows == expected
 

@@ -1,4 +1,4 @@
-"""Operations (SPEC §4.4), the OpenAPI document, metrics and the SMS's trace (contracts §2)."""
+"""Operations (SPEC §4.4), the OpenAPI document, metrics and the SMS's trace (SPEC §8)."""
 
 from __future__ import annotations
 

@@ -203,7 +203,7 @@ async def test_a_raising_check_marks_error_without_side_effects_and_requeue_coun
     assert state["count_sms"] == [(other, 1)]  # the error SMS left no count
     await judged_up_to(owner_pool, uuids[1])
 
-    # The admin's requeue (contracts §6), then the check is fixed: the sweeper processes it once.
+    # The admin's requeue (SPEC §7), then the check is fixed: the sweeper processes it once.
     async with db.transaction(owner_pool) as connection:
         await connection.execute(
             "UPDATE sms_monitor SET overall_status = 'pending', blacklist_check = 0, "

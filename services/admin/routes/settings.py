@@ -26,7 +26,6 @@ from services.admin.state import AdminState, admin_state, operator
 from sms_gateway import db
 from sms_gateway.errors import SettingValueError, UnknownSettingError
 from sms_gateway.settings import (
-    DEFAULTS,
     SETTING_KEYS,
     encode_setting,
     is_read_only,
@@ -49,8 +48,11 @@ State = Annotated[AdminState, Depends(admin_state)]
 Operator = Annotated[str, Depends(operator)]
 
 
-def setting_view(key: str, row: asyncpg.Record | None, known_checks: frozenset[str]) -> SettingView:
-    default = to_json(key, getattr(DEFAULTS, key))
+def setting_view(key: str, row: asyncpg.Record | None, state: AdminState) -> SettingView:
+    """A key's value (or its stored text and the rule it breaks), rule, meaning and default:
+    the default of this app's registry, so check_sequence lists every registered check."""
+    known_checks = state.known_checks
+    default = to_json(key, getattr(state.settings.defaults, key))
     value: Any = default
     invalid: str | None = None
     if row is not None:
@@ -81,7 +83,7 @@ def _require_known(key: str) -> None:
 async def list_settings(state: State) -> list[SettingView]:
     async with db.transaction(state.pool, readonly=True) as connection:
         rows = {row["setting_key"]: row for row in await connection.fetch(queries.SETTINGS_ALL)}
-    return [setting_view(key, rows.get(key), state.known_checks) for key in SETTING_KEYS]
+    return [setting_view(key, rows.get(key), state) for key in SETTING_KEYS]
 
 
 @router.get("/audit", summary="Who changed which setting, newest first")
@@ -114,7 +116,7 @@ async def read_setting(key: str, state: State) -> SettingView:
     _require_known(key)
     async with db.transaction(state.pool, readonly=True) as connection:
         row = await connection.fetchrow(queries.SETTING_ONE, key)
-    return setting_view(key, row, state.known_checks)
+    return setting_view(key, row, state)
 
 
 @router.put(
@@ -145,7 +147,7 @@ async def change_setting(
             if old_text == text:
                 row = await connection.fetchrow(queries.SETTING_ONE, key)
                 return SettingChange(
-                    setting=setting_view(key, row, state.known_checks),
+                    setting=setting_view(key, row, state),
                     changed=False,
                     changed_by=changed_by,
                 )
@@ -161,6 +163,4 @@ async def change_setting(
             "changed_by": changed_by,
         },
     )
-    return SettingChange(
-        setting=setting_view(key, row, state.known_checks), changed=True, changed_by=changed_by
-    )
+    return SettingChange(setting=setting_view(key, row, state), changed=True, changed_by=changed_by)

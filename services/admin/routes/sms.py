@@ -1,4 +1,4 @@
-"""One SMS: what happened to it (SPEC §7), and requeueing an SMS in error (contracts §6)."""
+"""One SMS: what happened to it (SPEC §7), and requeueing an SMS in error (SPEC §7, §6.4)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from uuid import UUID
 import asyncpg
 from fastapi import APIRouter, Depends
 
-from checks import CHECK_NAMES
+from checks import result_column
 from checks.base import CheckResult
 from services.admin import queries
 from services.admin.errors import SmsNotFound, SmsNotInError
@@ -24,8 +24,6 @@ router = APIRouter(prefix="/sms", tags=["sms"])
 State = Annotated[AdminState, Depends(admin_state)]
 Operator = Annotated[str, Depends(operator)]
 
-# A check's name is the prefix of its sms_monitor column, `<name>_check`.
-CHECK_COLUMNS: Final = CHECK_NAMES
 NOT_JUDGED: Final = "unprocessed"
 
 
@@ -38,7 +36,7 @@ def _meaning(code: int | None) -> str:
         return f"unknown code {code}"
 
 
-def sms_detail(row: asyncpg.Record) -> SmsDetail:
+def sms_detail(row: asyncpg.Record, check_names: tuple[str, ...]) -> SmsDetail:
     started, completed = row["processing_started_at"], row["processing_completed_at"]
     processing_ms = (
         (completed - started).total_seconds() * 1000
@@ -48,9 +46,11 @@ def sms_detail(row: asyncpg.Record) -> SmsDetail:
     checks = (
         [
             CheckOutcome(
-                name=name, code=row[f"{name}_check"] or 0, result=_meaning(row[f"{name}_check"])
+                name=name,
+                code=row[result_column(name)] or 0,
+                result=_meaning(row[result_column(name)]),
             )
-            for name in CHECK_COLUMNS
+            for name in check_names
         ]
         if row["judged"]
         else []
@@ -99,10 +99,10 @@ def sms_detail(row: asyncpg.Record) -> SmsDetail:
 )
 async def read_sms(sms_uuid: UUID, state: State) -> SmsDetail:
     async with db.transaction(state.pool, readonly=True) as connection:
-        row = await connection.fetchrow(queries.SMS_DETAIL, sms_uuid)
+        row = await connection.fetchrow(state.sms_statements.detail, sms_uuid)
     if row is None:
         raise SmsNotFound(sms_uuid)
-    return sms_detail(row)
+    return sms_detail(row, state.check_names)
 
 
 @router.post(
@@ -119,7 +119,7 @@ async def read_sms(sms_uuid: UUID, state: State) -> SmsDetail:
 )
 async def requeue_sms(sms_uuid: UUID, state: State, requeued_by: Operator) -> Requeued:
     async with db.transaction(state.pool) as connection:
-        row = await connection.fetchrow(queries.REQUEUE, sms_uuid)
+        row = await connection.fetchrow(state.sms_statements.requeue, sms_uuid)
         if row is None:
             current = await connection.fetchrow(queries.SMS_STATUS, sms_uuid)
     if row is None:
