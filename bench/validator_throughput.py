@@ -154,9 +154,8 @@ async def drain_once(
 ) -> Result:
     processes, _, workers = name.partition("x")
     await owner.execute(RESET)
-    settings = {"batch_size": str(batch_size)}
-    if name != "default":
-        settings["parallel_workers"] = workers
+    # `default`: the settings' own default of parallel_workers (1), one process per core.
+    settings = {"batch_size": str(batch_size), "parallel_workers": workers or "1"}
     await owner.executemany(
         "UPDATE system_settings SET setting_value = $2 WHERE setting_key = $1",
         list(settings.items()),
@@ -178,8 +177,10 @@ async def drain_once(
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    postgres = postgres_processes()
-    pg_before = cpu_seconds(postgres)
+    # PostgreSQL's CPU: every postgres process seen during the run (backends come and go), each
+    # from its first sighting (a process that already existed counts from its value before).
+    pg_first = {pid: cpu_seconds([pid]) for pid in postgres_processes()}
+    pg_last = dict(pg_first)
     started = time.perf_counter()
     validator_cpu = 0.0
     try:
@@ -189,6 +190,9 @@ async def drain_once(
             if process.poll() is not None:
                 raise SystemExit(f"sms-validator exited; see {log}")
             validator_cpu = max(validator_cpu, cpu_seconds(processes_of_session(process.pid)))
+            for pid in postgres_processes():
+                pg_first.setdefault(pid, 0.0)
+                pg_last[pid] = cpu_seconds([pid])
             judged = await owner.fetchval("SELECT count(*) FROM sms_monitor")
             elapsed = time.perf_counter() - started
             print(f"\r  {name}: {judged:>9} judged, {elapsed:6.1f} s", end="", flush=True)
@@ -196,7 +200,9 @@ async def drain_once(
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(40)
-    pg_cpu = cpu_seconds(postgres) - pg_before
+    for pid in pg_first:
+        pg_last[pid] = max(pg_last.get(pid, 0.0), cpu_seconds([pid]))
+    pg_cpu = sum(pg_last[pid] - pg_first[pid] for pid in pg_first)
     span = await owner.fetchval(
         "SELECT extract(epoch FROM max(processing_completed_at) - min(processing_started_at)) "
         "FROM sms_monitor"

@@ -548,16 +548,15 @@ class BatchRunner:
         """Metrics of a batch: counted in memory first, then one increment per label set (a
         label look-up per SMS and check was a measurable share of a batch's CPU)."""
         metrics.BATCHES.labels(outcome.kind).inc()
-        statuses: CounterDict[str] = CounterDict()
-        results: CounterDict[tuple[str, str]] = CounterDict()
+        statuses: CounterDict[OverallStatus] = CounterDict()
+        results: CounterDict[tuple[str, CheckResult]] = CounterDict()
         for verdict in outcome.verdicts:
-            statuses[verdict.overall_status.value] += 1
-            for name, result in verdict.results.items():
-                results[name, result.name.lower()] += 1
+            statuses[verdict.overall_status] += 1
+            results.update(verdict.results.items())
         for status, count in statuses.items():
-            metrics.SMS_JUDGED.labels(status).inc(count)
-        for (name, result_name), count in results.items():
-            metrics.CHECK_RESULTS.labels(name, result_name).inc(count)
+            metrics.SMS_JUDGED.labels(status.value).inc(count)
+        for (name, result), count in results.items():
+            metrics.CHECK_RESULTS.labels(name, result.name.lower()).inc(count)
         if outcome.kind == "sweep":
             metrics.SWEEPER_FOUND.labels("requeued").inc(outcome.requeued)
             missed = outcome.size - outcome.requeued
