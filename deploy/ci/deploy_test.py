@@ -1,0 +1,792 @@
+"""CI's deployment stage: the compose stack and the Ansible playbook, each deployed for real.
+
+Run by .ci/run after the tests (root, Debian 12; shared/recipes/containers.md has the machine's
+quirks). Every step prints `==> name` when it starts; a failure ends with
+`deploy-test: FAILED at step "name"`, what went wrong, and the containers' state and logs.
+
+  compose   base image (debootstrap, cached), images built from compose.yaml, started in the order
+            of its depends_on conditions with every healthcheck passed (`up --wait`), an SMS from
+            the host through the published receiver to out_sms and the Redis set, a setting
+            changed through the admin API and applied, the trace at an OTLP stand-in, Prometheus
+            scraping the three services with the alert rules loaded, `down` and `up` with the
+            data kept, `down -v`.
+  playbook  a Debian 12 systemd container as the host, setup_sms_gateway.yml run twice from
+            another directory (changed=0 the second time), an SMS end to end on the host, the
+            host restarted and every service back.
+
+Caches (SMSGW_CI_CACHE, default /var/cache/sms-gateway-ci): the debootstrap tree of the base
+image, Ansible's virtualenv, the wheels the playbook installs and the target's apt downloads;
+images stay in podman's store, so unchanged layers are not built again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import json
+import os
+import re
+import secrets
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import tomllib
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+HERE = Path(__file__).resolve().parent
+CACHE = Path(os.environ.get("SMSGW_CI_CACHE", "/var/cache/sms-gateway-ci"))
+BASE_IMAGE = os.environ.get("SMSGW_BASE_IMAGE", "debian:bookworm-slim")
+BASE_MAX_AGE = 7 * 86400  # a week-old base is rebuilt, so that security updates come in
+PROJECT = "smsgw-ci"
+COMPOSE_FILES = ("compose.yaml", "deploy/compose.offline.yaml", "deploy/ci/compose.ci.yaml")
+# Host ports for CI, away from the defaults a developer's own stack uses (8150-8154, 9190).
+PORT = {"receiver": 8380, "validator": 8381, "admin": 8382, "prometheus": 8383, "otlp": 8384}
+HOST_CONTAINER = "smsgw-ci-host"
+HOST_IMAGE = "sms-gateway-ci-host:latest"
+ANSIBLE_VERSION = "12.3.0"  # ansible-core 2.19, the version docs/deployment.md records
+HOST_UNITS = (
+    "postgresql@15-main",
+    "pgbouncer",
+    "redis-server",
+    "sms-receiver",
+    "sms-validator",
+    "sms-admin",
+)
+
+
+class StepFailed(Exception):
+    """A step did not give what it checks for; the message says what was seen."""
+
+
+@dataclass
+class Report:
+    steps: list[tuple[str, float, bool]] = field(default_factory=list)
+
+    @contextlib.contextmanager
+    def step(self, name: str) -> Iterator[None]:
+        print(f"\n==> {name}", flush=True)
+        started = time.monotonic()
+        ok = False
+        try:
+            yield
+            ok = True
+        except Exception as exc:
+            if isinstance(exc, StepFailed) and exc.args and str(exc.args[0]).startswith("step "):
+                raise
+            raise StepFailed(f'step "{name}": {type(exc).__name__}: {exc}') from exc
+        finally:
+            self.steps.append((name, time.monotonic() - started, ok))
+            print(f"<== {name}: {'ok' if ok else 'FAILED'} ({time.monotonic() - started:.1f} s)")
+
+    def summary(self) -> str:
+        lines = [
+            f"{seconds:7.1f} s  {'ok  ' if ok else 'FAIL'}  {name}"
+            for name, seconds, ok in self.steps
+        ]
+        total = sum(seconds for _, seconds, _ in self.steps)
+        return "\n".join([*lines, f"{total:7.1f} s  total"])
+
+
+def run(
+    cmd: Sequence[str | Path],
+    *,
+    check: bool = True,
+    capture: bool = False,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+    stdin: str | None = None,
+    quiet: bool = False,
+) -> subprocess.CompletedProcess[str]:
+    """Run a command, echoing it; on failure the exception carries its output's tail."""
+    args = [str(part) for part in cmd]
+    if not quiet:
+        print("$ " + shlex.join(args), flush=True)
+    result = subprocess.run(  # noqa: S603
+        args,
+        check=False,
+        text=True,
+        capture_output=capture,
+        env=env,
+        cwd=cwd,
+        input=stdin,
+    )
+    if check and result.returncode != 0:
+        tail = "\n".join(((result.stdout or "") + (result.stderr or "")).splitlines()[-40:])
+        raise StepFailed(f"`{shlex.join(args)}` exited {result.returncode}\n{tail}")
+    return result
+
+
+def podman(*args: str | Path, **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    return run(["podman", *args], **kwargs)
+
+
+def expect(condition: bool, failure: str) -> None:
+    if not condition:
+        raise StepFailed(failure)
+
+
+def wait_for(what: str, probe: Any, timeout: float, interval: float = 1.0) -> Any:
+    """Call `probe` until it returns something truthy; StepFailed after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = probe()
+        except (OSError, ValueError, StepFailed) as exc:
+            last = exc
+        else:
+            if last:
+                return last
+        time.sleep(interval)
+    raise StepFailed(f"{what}: not within {timeout:.0f} s (last: {last})")
+
+
+def http_json(url: str, timeout: float = 5.0) -> Any:
+    with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310
+        return json.loads(response.read())
+
+
+# ---------------------------------------------------------------- the machine
+def prepare_engine() -> None:
+    """podman with runc, cgroupfs and explicit rlimits (the machine's quirks): CONTAINERS_CONF."""
+    missing = [
+        tool
+        for tool in ("podman", "podman-compose", "runc", "debootstrap")
+        if shutil.which(tool) is None
+    ]
+    if missing:
+        raise StepFailed(f"missing {', '.join(missing)} (.ci/run installs them with apt-get)")
+    os.environ["CONTAINERS_CONF"] = str(HERE / "containers.conf")
+    CACHE.mkdir(parents=True, exist_ok=True)
+    podman("--version")
+
+
+def debian_mirror() -> str:
+    """The Debian mirror this machine's apt uses (the base image uses it too)."""
+    for path in [Path("/etc/apt/sources.list"), *sorted(Path("/etc/apt/sources.list.d").glob("*"))]:
+        if not path.is_file():
+            continue
+        for match in re.finditer(r"(https?://\S+/debian)/?(?:\s|$)", path.read_text()):
+            return match.group(1)
+    return "http://deb.debian.org/debian"
+
+
+def base_image() -> None:
+    """The Debian 12 base the Dockerfiles start FROM, made with debootstrap when it is missing.
+
+    The debootstrap tree is kept as a tarball in the cache, so a lost image is imported again
+    in seconds; both are made again when older than a week."""
+    tarball = CACHE / "base" / "bookworm-minbase.tar"
+    created = podman(
+        "image", "inspect", "--format", "{{.Created.Unix}}", BASE_IMAGE, check=False, capture=True
+    )
+    if created.returncode == 0 and time.time() - int(created.stdout.strip()) < BASE_MAX_AGE:
+        print(f"{BASE_IMAGE}: present")
+        return
+    if not tarball.exists() or time.time() - tarball.stat().st_mtime > BASE_MAX_AGE:
+        mirror = debian_mirror()
+        tarball.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=tarball.parent) as scratch:
+            rootfs = Path(scratch) / "rootfs"
+            run(["debootstrap", "--variant=minbase", "bookworm", rootfs, mirror], capture=True)
+            security = mirror.removesuffix("/debian") + "/debian-security"
+            (rootfs / "etc/apt/sources.list").write_text(
+                f"deb {mirror} bookworm main\n"
+                f"deb {mirror} bookworm-updates main\n"
+                f"deb {security} bookworm-security main\n"
+            )
+            for directory in ("var/lib/apt/lists", "var/cache/apt"):
+                shutil.rmtree(rootfs / directory, ignore_errors=True)
+                (rootfs / directory).mkdir(parents=True)
+            (rootfs / "var/lib/apt/lists/partial").mkdir()
+            run(["tar", "-C", rootfs, "--numeric-owner", "-cf", f"{tarball}.new", "."])
+            Path(f"{tarball}.new").replace(tarball)
+    with tarball.open("rb") as tree:
+        print(f"$ podman import {tarball} {BASE_IMAGE}", flush=True)
+        subprocess.run(  # noqa: S603
+            ["podman", "import", "--change", 'CMD ["/bin/bash"]', "-", BASE_IMAGE],  # noqa: S607
+            stdin=tree,
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+
+
+# ---------------------------------------------------------------- compose
+@dataclass
+class Compose:
+    env: dict[str, str]
+    config: dict[str, Any] = field(default_factory=dict)
+
+    def cmd(self, *args: str, **kwargs: Any) -> subprocess.CompletedProcess[str]:
+        files = [arg for name in COMPOSE_FILES for arg in ("-f", name)]
+        return run(
+            ["podman-compose", "-p", PROJECT, *files, *args], env=self.env, cwd=ROOT, **kwargs
+        )
+
+    @property
+    def services(self) -> dict[str, dict[str, Any]]:
+        """The services compose starts without a --profile: those with no profiles."""
+        return {
+            name: spec for name, spec in self.config["services"].items() if not spec.get("profiles")
+        }
+
+    def container(self, service: str) -> str:
+        return f"{PROJECT}_{service}_1"
+
+    def load(self) -> None:
+        """The files merged as compose merges them, with ${...} filled from the environment
+        (podman-compose 1.0.3 has no `config` command)."""
+        merged: dict[str, Any] = {}
+        for name in COMPOSE_FILES:
+            merged = _merge(
+                merged, _interpolate(yaml.safe_load((ROOT / name).read_text()), self.env)
+            )
+        self.config = merged
+        skipped = sorted(set(self.config["services"]) - set(self.services))
+        print(f"services: {', '.join(self.services)}; left out by profile: {', '.join(skipped)}")
+
+    def build(self) -> None:
+        """`compose build`: each image once, with the file's build args and build secrets."""
+        declared = self.config.get("secrets") or {}
+        built: set[str] = set()
+        for name, spec in self.services.items():
+            build = spec.get("build")
+            if not build or spec["image"] in built:
+                continue
+            built.add(spec["image"])
+            context = ROOT / build.get("context", ".")
+            args: list[str | Path] = ["build", "--layers", "--tag", spec["image"]]
+            args += ["--file", context / build.get("dockerfile", "Dockerfile")]
+            for key, value in (build.get("args") or {}).items():
+                args += ["--build-arg", f"{key}={value}"]
+            for secret in build.get("secrets") or []:
+                source = secret if isinstance(secret, str) else secret["source"]
+                args += ["--secret", f"id={source},src={ROOT / declared[source]['file']}"]
+            print(f"-- {name}: {spec['image']}")
+            podman(*args, context, capture=True)
+
+    def order(self) -> list[str]:
+        """The services in an order that starts each after what it depends on."""
+        done: list[str] = []
+        pending = dict(self.services)
+        while pending:
+            ready = [
+                name
+                for name, spec in pending.items()
+                if all(dep in done for dep in spec.get("depends_on") or {})
+            ]
+            if not ready:
+                raise StepFailed(f"depends_on has a cycle or a missing service: {list(pending)}")
+            for name in sorted(ready):
+                done.append(name)
+                del pending[name]
+        return done
+
+    def wait_condition(self, service: str, condition: str) -> None:
+        name = self.container(service)
+        if condition == "service_completed_successfully":
+            code = podman("wait", name, capture=True).stdout.strip()
+            if code != "0":
+                logs = podman("logs", "--tail", "30", name, capture=True, check=False)
+                raise StepFailed(f"{service} exited {code}\n{logs.stdout}{logs.stderr}")
+        elif condition == "service_healthy":
+            self.wait_healthy(service)
+
+    def wait_healthy(self, service: str) -> None:
+        """Run the healthcheck every second until it passes: `start_interval: 1s` (podman
+        without systemd runs no periodic healthchecks, so compose's wait is done here)."""
+        check = self.services[service].get("healthcheck") or {}
+        budget = _seconds(check.get("start_period", "0s")) + _seconds(
+            check.get("interval", "30s")
+        ) * int(check.get("retries", 3))
+        name = self.container(service)
+
+        def healthy() -> bool:
+            state = podman(
+                "inspect", "--format", "{{.State.Status}}", name, capture=True, quiet=True
+            ).stdout.strip()
+            if state in ("exited", "stopped"):
+                logs = podman("logs", "--tail", "30", name, capture=True, check=False)
+                raise StepFailed(f"{service} is {state}\n{logs.stdout}{logs.stderr}")
+            return (
+                podman("healthcheck", "run", name, check=False, capture=True, quiet=True).returncode
+                == 0
+            )
+
+        started = time.monotonic()
+        wait_for(f"{service} healthy", healthy, timeout=max(budget, 30.0))
+        print(f"{service}: healthy after {time.monotonic() - started:.1f} s")
+
+    def up(self) -> None:
+        """`up --wait`: create every container, start each once its depends_on conditions hold,
+        then wait for every healthcheck to pass and every one-shot job to finish with 0."""
+        order = self.order()
+        self.cmd("up", "-d", "--no-build", "--no-start", *order, capture=True)
+        for service in order:
+            for dep, how in (self.services[service].get("depends_on") or {}).items():
+                self.wait_condition(dep, how.get("condition", "service_started"))
+            podman("start", self.container(service), capture=True)
+        for service, spec in self.services.items():
+            if spec.get("healthcheck"):
+                self.wait_healthy(service)
+            elif spec.get("restart") == "no":
+                self.wait_condition(service, "service_completed_successfully")
+
+    def down(self, *extra: str) -> None:
+        self.cmd("down", "-t", "40", *extra, capture=True)
+        # podman-compose 1.0.3 leaves its network behind.
+        podman("network", "rm", "-f", f"{PROJECT}_default", check=False, capture=True)
+
+    def redis_has(self, sender: str) -> bool:
+        out = podman(
+            "exec",
+            self.container("redis"),
+            "sh",
+            "-c",
+            'REDISCLI_AUTH="$REDIS_PASSWORD" redis-cli SISMEMBER out_sms_numbers "$1"',
+            "-",
+            sender,
+            capture=True,
+        ).stdout
+        return out.strip() == "1"
+
+    def diagnose(self) -> None:
+        podman("ps", "-a", "--filter", f"label=io.podman.compose.project={PROJECT}", check=False)
+        for service in self.services:
+            print(f"--- logs of {service} (last 25 lines)")
+            podman("logs", "--tail", "25", self.container(service), check=False)
+
+
+def _interpolate(value: Any, env: dict[str, str]) -> Any:
+    """Compose's variable syntax: ${VAR}, ${VAR:-default}, ${VAR-default}, ${VAR:?error}, $$."""
+    if isinstance(value, dict):
+        return {key: _interpolate(item, env) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_interpolate(item, env) for item in value]
+    if not isinstance(value, str):
+        return value
+
+    def substitute(match: re.Match[str]) -> str:
+        if match.group(0) == "$$":
+            return "$"
+        name, op, arg = match.group(1), match.group(2) or "", match.group(3) or ""
+        current = env.get(name)
+        if op == ":-":
+            return current if current else arg
+        if op == "-":
+            return arg if current is None else current
+        if op in (":?", "?") and not current:
+            raise StepFailed(f"compose: {name} is not set: {arg}")
+        return current or ""
+
+    return re.sub(r"\$\$|\$\{(\w+)(:-|-|:\?|\?)?([^}]*)\}", substitute, value)
+
+
+def _merge(base: Any, override: Any) -> Any:
+    """Compose's merge of a later file: mappings merge key by key, anything else is replaced."""
+    if isinstance(base, dict) and isinstance(override, dict):
+        merged = dict(base)
+        for key, value in override.items():
+            merged[key] = _merge(base.get(key), value) if key in base else value
+        return merged
+    return override
+
+
+def _seconds(duration: str | int | float) -> float:
+    if isinstance(duration, int | float):
+        return float(duration)
+    total = 0.0
+    for number, unit in re.findall(r"([\d.]+)(ms|s|m|h)", duration):
+        total += float(number) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[unit]
+    return total
+
+
+def roundtrip(command: str, *args: str) -> dict[str, Any]:
+    """Run deploy/ci/sms_roundtrip.py against the compose stack from the host."""
+    out = run(
+        [
+            sys.executable,
+            HERE / "sms_roundtrip.py",
+            command,
+            "--receiver",
+            f"http://127.0.0.1:{PORT['receiver']}",
+            "--admin",
+            f"http://127.0.0.1:{PORT['admin']}",
+            *args,
+        ],
+        capture=True,
+    ).stdout
+    result: dict[str, Any] = json.loads(out)
+    print(json.dumps(result))
+    return result
+
+
+def compose_stage(report: Report) -> None:
+    token = secrets.token_hex(16)
+    env = {
+        **os.environ,
+        **{
+            key: secrets.token_hex(16)
+            for key in (
+                "POSTGRES_PASSWORD",
+                "OWNER_DB_PASSWORD",
+                "RECEIVER_DB_PASSWORD",
+                "VALIDATOR_DB_PASSWORD",
+                "ADMIN_DB_PASSWORD",
+                "REDIS_PASSWORD",
+                "GRAFANA_ADMIN_PASSWORD",
+            )
+        },
+        "ADMIN_TOKENS": f"ci:{token}",
+        "RECEIVER_PUBLISH": f"127.0.0.1:{PORT['receiver']}",
+        "VALIDATOR_PUBLISH": str(PORT["validator"]),
+        "ADMIN_PUBLISH": str(PORT["admin"]),
+        "PROMETHEUS_PUBLISH": str(PORT["prometheus"]),
+        "OTLP_SINK_PUBLISH": str(PORT["otlp"]),
+        "SMSGW_OTLP_ENDPOINT": "http://otlp-sink:4318",
+        "SMSGW_EXTRA_CA": os.environ.get("SMSGW_EXTRA_CA", "/etc/ssl/certs/ca-certificates.crt"),
+    }
+    compose = Compose(env)
+    try:
+        with report.step("compose: read the files (compose.yaml + offline + CI sink)"):
+            compose.load()
+            compose.down("-v")  # what a failed earlier run left
+        with report.step("compose: build the images"):
+            compose.build()
+        with report.step("compose: up --wait (depends_on conditions, healthchecks)"):
+            compose.up()
+        with report.step("compose: an SMS from the host to out_sms and the Redis set"):
+            sms = roundtrip("send", "--token", token)
+            expect(compose.redis_has(sms["sender"]), f"{sms['sender']} not in out_sms_numbers")
+        with report.step("compose: a setting changed through the admin API, applied"):
+            roundtrip("setting", "--token", token)
+        with report.step("compose: the SMS's trace at the OTLP stand-in"):
+
+            def traced() -> list[str] | None:
+                spans: list[str] = http_json(f"http://127.0.0.1:{PORT['otlp']}/traces").get(
+                    sms["trace_id"], []
+                )
+                return spans if {"sms.receive", "sms.validate"} <= set(spans) else None
+
+            print("spans:", wait_for("spans sms.receive and sms.validate", traced, 30))
+        with report.step("compose: Prometheus scrapes the services and loads the alert rules"):
+            prometheus_checks()
+        with report.step("compose: down, then up again: the data kept"):
+            compose.down()
+            compose.up()
+            roundtrip("check", "--token", token, "--uuid", sms["uuid"])
+            expect(compose.redis_has(sms["sender"]), f"{sms['sender']} left the Redis set")
+            logs = podman("logs", compose.container("migrate"), capture=True).stdout
+            expect('"changed": false' in logs, f"the migrate job changed something:\n{logs}")
+        with report.step("compose: down -v"):
+            compose.down("-v")
+            left = podman(
+                "volume",
+                "ls",
+                "--quiet",
+                "--filter",
+                f"label=io.podman.compose.project={PROJECT}",
+                capture=True,
+            ).stdout
+            expect(not left.strip(), f"volumes left after down -v: {left.split()}")
+    except StepFailed:
+        if compose.config:
+            compose.diagnose()
+            compose.down("-v")
+        raise
+
+
+def prometheus_checks() -> None:
+    base = f"http://127.0.0.1:{PORT['prometheus']}/api/v1"
+
+    def scraped() -> list[str] | None:
+        targets = http_json(f"{base}/targets")["data"]["activeTargets"]
+        up = [
+            t["labels"]["service"]
+            for t in targets
+            if t["labels"].get("job") == "sms-gateway" and t["health"] == "up"
+        ]
+        return up if len(up) == 3 else None
+
+    print("targets up:", wait_for("the three services scraped", scraped, 60, interval=2))
+    groups = http_json(f"{base}/rules")["data"]["groups"]
+    alerts = [
+        rule["name"] for group in groups for rule in group["rules"] if rule["type"] == "alerting"
+    ]
+    if not alerts:
+        raise StepFailed("Prometheus loaded no alerting rule")
+    unhealthy = [
+        rule["name"]
+        for group in groups
+        for rule in group["rules"]
+        if rule.get("health") not in ("ok", "unknown")
+    ]
+    if unhealthy:
+        raise StepFailed(f"rules that fail to evaluate: {unhealthy}")
+    print(f"{len(alerts)} alerting rules loaded: {', '.join(alerts)}")
+
+
+# ---------------------------------------------------------------- the playbook
+def ansible_venv() -> Path:
+    """Ansible in a virtualenv of the cache (the full package: it bundles containers.podman)."""
+    venv = CACHE / f"ansible-{ANSIBLE_VERSION}"
+    if not (venv / "bin" / "ansible-playbook").exists():
+        shutil.rmtree(venv, ignore_errors=True)
+        run([sys.executable, "-m", "venv", venv])
+        run(
+            [
+                venv / "bin" / "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                f"ansible=={ANSIBLE_VERSION}",
+            ]
+        )
+    return venv
+
+
+def wheelhouse() -> Path:
+    """The wheels the playbook's pip installs on the host, downloaded once into the cache."""
+    wheels = CACHE / "wheels"
+    wheels.mkdir(parents=True, exist_ok=True)
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--dest",
+            wheels,
+            "--constraint",
+            ROOT / "constraints.txt",
+            *project["dependencies"],
+            "setuptools>=69",
+            "wheel",
+        ]
+    )
+    return wheels
+
+
+def host_exec(*args: str, **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    return podman("exec", HOST_CONTAINER, *args, **kwargs)
+
+
+def host_booted() -> None:
+    def running() -> bool:
+        state = host_exec(
+            "systemctl", "is-system-running", check=False, capture=True, quiet=True
+        ).stdout.strip()
+        return state in ("running", "degraded")
+
+    wait_for("the host's systemd up", running, 60)
+
+
+def host_units_active() -> None:
+    def active() -> bool:
+        result = host_exec(
+            "systemctl", "is-active", *HOST_UNITS, check=False, capture=True, quiet=True
+        )
+        return result.returncode == 0
+
+    wait_for(f"units active: {', '.join(HOST_UNITS)}", active, 90)
+    for port in (8080, 8081, 8082):
+        wait_for(
+            f"/ready on {port}",
+            lambda port=port: (
+                host_exec(
+                    "python3",
+                    "-c",
+                    f"import urllib.request; urllib.request.urlopen('http://127.0.0.1:{port}/ready')",
+                    check=False,
+                    capture=True,
+                    quiet=True,
+                ).returncode
+                == 0
+            ),
+            60,
+        )
+
+
+def host_roundtrip(token: str, command: str, *args: str) -> dict[str, Any]:
+    script = (HERE / "sms_roundtrip.py").read_text()
+    out = host_exec(
+        "-i", "python3", "-", command, "--token", token, *args, capture=True, stdin=script
+    ).stdout
+    result: dict[str, Any] = json.loads(out)
+    print(json.dumps(result))
+    return result
+
+
+def playbook(venv: Path, workdir: Path, label: str) -> dict[str, int]:
+    """One run of setup_sms_gateway.yml from `workdir` (not the repository root); its recap."""
+    env = {
+        **os.environ,
+        "ANSIBLE_FORCE_COLOR": "0",
+        "ANSIBLE_NOCOLOR": "1",
+        "PATH": f"{venv / 'bin'}:{os.environ['PATH']}",
+    }
+    env.pop("ANSIBLE_CONFIG", None)
+    started = time.monotonic()
+    result = run(
+        [
+            venv / "bin" / "ansible-playbook",
+            "-i",
+            "inventory",
+            "-e",
+            "@secrets.yml",
+            ROOT / "setup_sms_gateway.yml",
+        ],
+        env=env,
+        cwd=workdir,
+        capture=True,
+        check=False,
+    )
+    log = workdir / f"{label}.log"
+    log.write_text(result.stdout + result.stderr)
+    recap = re.search(r"^" + re.escape(HOST_CONTAINER) + r"\s*:\s*(.*)$", result.stdout, re.M)
+    if result.returncode != 0 or recap is None:
+        print("\n".join((result.stdout + result.stderr).splitlines()[-60:]))
+        raise StepFailed(f"ansible-playbook exited {result.returncode}")
+    counts = {key: int(value) for key, value in re.findall(r"(\w+)=(\d+)", recap.group(1))}
+    print(f"{label}: {recap.group(1).strip()} ({time.monotonic() - started:.0f} s)")
+    changed = [line for line in result.stdout.splitlines() if line.startswith("changed:")]
+    if changed:
+        print("\n".join(changed))
+    return counts
+
+
+def playbook_stage(report: Report) -> None:
+    token = secrets.token_hex(16)
+    workdir = Path(tempfile.mkdtemp(prefix="smsgw-ci-ansible-"))
+    try:
+        with report.step("playbook: the systemd host image, Ansible, the wheels"):
+            podman(
+                "build",
+                "--layers",
+                "--tag",
+                HOST_IMAGE,
+                "--build-arg",
+                f"BASE={BASE_IMAGE}",
+                HERE / "ansible-host",
+                capture=True,
+            )
+            venv = ansible_venv()
+            wheels = wheelhouse()
+        with report.step("playbook: a fresh Debian 12 host booted by systemd"):
+            podman("rm", "-f", "-t", "5", HOST_CONTAINER, capture=True)
+            apt_cache = CACHE / "host-apt-archives"
+            (apt_cache / "partial").mkdir(parents=True, exist_ok=True)
+            ca = os.environ.get("SMSGW_EXTRA_CA", "/etc/ssl/certs/ca-certificates.crt")
+            podman(
+                "run",
+                "-d",
+                "--systemd=always",
+                "--name",
+                HOST_CONTAINER,
+                "-v",
+                f"{ca}:/etc/ssl/host-ca.crt:ro",
+                "-v",
+                f"{wheels}:/wheels:ro",
+                "-v",
+                f"{apt_cache}:/var/cache/apt/archives",
+                HOST_IMAGE,
+                capture=True,
+            )
+            host_booted()
+            (workdir / "inventory").write_text(
+                "[sms_gateway]\n"
+                f"{HOST_CONTAINER} ansible_connection=containers.podman.podman"
+                " ansible_python_interpreter=/usr/bin/python3\n"
+            )
+            host_secrets = {
+                "redis_server_password": secrets.token_hex(24),
+                "sms_gateway_app_owner_db_password": secrets.token_hex(24),
+                "sms_gateway_app_receiver_db_password": secrets.token_hex(24),
+                "sms_gateway_app_validator_db_password": secrets.token_hex(24),
+                "sms_gateway_app_admin_db_password": secrets.token_hex(24),
+                "sms_gateway_services_admin_tokens": f"ci:{token}",
+                # pip on the host: the CI machine's CA, and only the cached wheels.
+                "sms_gateway_app_pip_environment": {
+                    "PIP_CERT": "/etc/ssl/host-ca.crt",
+                    "PIP_NO_INDEX": "1",
+                    "PIP_FIND_LINKS": "/wheels",
+                },
+            }
+            (workdir / "secrets.yml").write_text(json.dumps(host_secrets))
+        with report.step("playbook: first run"):
+            first = playbook(venv, workdir, "first-run")
+            expect(first.get("failed") == 0 and first.get("unreachable") == 0, f"{first}")
+        with report.step("playbook: second run changes nothing"):
+            second = playbook(venv, workdir, "second-run")
+            expect(second.get("changed") == 0 and second.get("failed") == 0, f"{second}")
+        with report.step("playbook: an SMS end to end on the host"):
+            host_units_active()
+            sms = host_roundtrip(token, "send")
+            redis = host_exec(
+                "sh",
+                "-c",
+                f"REDISCLI_AUTH={host_secrets['redis_server_password']}"
+                f" redis-cli SISMEMBER out_sms_numbers {sms['sender']}",
+                capture=True,
+                quiet=True,
+            ).stdout.strip()
+            expect(redis == "1", f"{sms['sender']} not in the host's Redis set ({redis!r})")
+        with report.step("playbook: the host restarted, every service back"):
+            podman("restart", "-t", "40", HOST_CONTAINER, capture=True)
+            host_booted()
+            host_units_active()
+            host_roundtrip(token, "check", "--uuid", sms["uuid"])
+            host_roundtrip(token, "send")
+    except StepFailed:
+        podman("ps", "-a", "--filter", f"name={HOST_CONTAINER}", check=False)
+        host_exec("systemctl", "--no-pager", "--failed", check=False)
+        host_exec("journalctl", "--no-pager", "-n", "60", check=False)
+        raise
+    finally:
+        podman("rm", "-f", "-t", "5", HOST_CONTAINER, check=False, capture=True)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- main
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--only", choices=["compose", "playbook"])
+    args = parser.parse_args()
+    report = Report()
+    CACHE.mkdir(parents=True, exist_ok=True)
+    with (CACHE / "deploy-test.lock").open("w") as lock:
+        # One deployment test at a time on a machine: the names and ports are fixed.
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            with report.step("engine: podman, runc, podman-compose"):
+                prepare_engine()
+            with report.step(f"base image {BASE_IMAGE} (debootstrap, cached)"):
+                base_image()
+            if args.only in (None, "compose"):
+                compose_stage(report)
+            if args.only in (None, "playbook"):
+                playbook_stage(report)
+        except StepFailed as exc:
+            print(f"\n{report.summary()}\n\ndeploy-test: FAILED at {exc}", file=sys.stderr)
+            return 1
+    print(f"\n{report.summary()}\n\ndeploy-test: passed")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
