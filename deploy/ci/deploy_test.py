@@ -50,6 +50,8 @@ CACHE = Path(os.environ.get("SMSGW_CI_CACHE", "/var/cache/sms-gateway-ci"))
 BASE_IMAGE = os.environ.get("SMSGW_BASE_IMAGE", "debian:bookworm-slim")
 BASE_MAX_AGE = 7 * 86400  # a week-old base is rebuilt, so that security updates come in
 PROJECT = "smsgw-ci"
+LABEL = "com.docker.compose.project"
+SERVICE_LABEL = "com.docker.compose.service"
 COMPOSE_FILES = ("compose.yaml", "deploy/compose.offline.yaml", "deploy/ci/compose.ci.yaml")
 # Host ports for CI, away from the defaults a developer's own stack uses (8150-8154, 9190).
 PORT = {"receiver": 8380, "validator": 8381, "admin": 8382, "prometheus": 8383, "otlp": 8384}
@@ -64,6 +66,10 @@ HOST_UNITS = (
     "sms-validator",
     "sms-admin",
 )
+
+
+# Generated passwords and tokens: never echoed with the commands that carry them.
+SECRETS: set[str] = set()
 
 
 class StepFailed(Exception):
@@ -112,7 +118,10 @@ def run(
     """Run a command, echoing it; on failure the exception carries its output's tail."""
     args = [str(part) for part in cmd]
     if not quiet:
-        print("$ " + shlex.join(args), flush=True)
+        echo = shlex.join(args)
+        for secret in SECRETS:
+            echo = echo.replace(secret, "***")
+        print("$ " + echo, flush=True)
     result = subprocess.run(  # noqa: S603
         args,
         check=False,
@@ -161,11 +170,7 @@ def http_json(url: str, timeout: float = 5.0) -> Any:
 # ---------------------------------------------------------------- the machine
 def prepare_engine() -> None:
     """podman with runc, cgroupfs and explicit rlimits (the machine's quirks): CONTAINERS_CONF."""
-    missing = [
-        tool
-        for tool in ("podman", "podman-compose", "runc", "debootstrap")
-        if shutil.which(tool) is None
-    ]
+    missing = [tool for tool in ("podman", "runc", "debootstrap") if shutil.which(tool) is None]
     if missing:
         raise StepFailed(f"missing {', '.join(missing)} (.ci/run installs them with apt-get)")
     os.environ["CONTAINERS_CONF"] = str(HERE / "containers.conf")
@@ -229,12 +234,6 @@ class Compose:
     env: dict[str, str]
     config: dict[str, Any] = field(default_factory=dict)
 
-    def cmd(self, *args: str, **kwargs: Any) -> subprocess.CompletedProcess[str]:
-        files = [arg for name in COMPOSE_FILES for arg in ("-f", name)]
-        return run(
-            ["podman-compose", "-p", PROJECT, *files, *args], env=self.env, cwd=ROOT, **kwargs
-        )
-
     @property
     def services(self) -> dict[str, dict[str, Any]]:
         """The services compose starts without a --profile: those with no profiles."""
@@ -246,8 +245,7 @@ class Compose:
         return f"{PROJECT}_{service}_1"
 
     def load(self) -> None:
-        """The files merged as compose merges them, with ${...} filled from the environment
-        (podman-compose 1.0.3 has no `config` command)."""
+        """The files merged as compose merges them, with ${...} filled from the environment."""
         merged: dict[str, Any] = {}
         for name in COMPOSE_FILES:
             merged = _merge(
@@ -329,11 +327,55 @@ class Compose:
         wait_for(f"{service} healthy", healthy, timeout=max(budget, 30.0))
         print(f"{service}: healthy after {time.monotonic() - started:.1f} s")
 
+    def create(self, service: str) -> None:
+        """`podman create` of one service, as compose would make it (the keys compose.yaml uses)."""
+        spec = self.services[service]
+        args: list[str] = ["create", "--name", self.container(service)]
+        args += ["--label", f"{LABEL}={PROJECT}", "--label", f"{SERVICE_LABEL}={service}"]
+        args += ["--network", f"{PROJECT}_default", "--network-alias", service]
+        for key, value in (spec.get("environment") or {}).items():
+            args += ["--env", f"{key}={value}"]
+        for volume in spec.get("volumes") or []:
+            source, target, *mode = volume.split(":")
+            if source.startswith((".", "/")):
+                source = str((ROOT / source).resolve())
+            else:
+                source = f"{PROJECT}_{source}"
+            args += ["--volume", ":".join([source, target, *mode])]
+        for port in spec.get("ports") or []:
+            args += ["--publish", str(port)]
+        for path in spec.get("tmpfs") or []:
+            args += ["--tmpfs", path]
+        if spec.get("read_only"):
+            args.append("--read-only")
+        if "restart" in spec:
+            args += ["--restart", str(spec["restart"])]
+        if "shm_size" in spec:
+            args += ["--shm-size", str(spec["shm_size"])]
+        if "stop_grace_period" in spec:
+            args += ["--stop-timeout", str(int(_seconds(spec["stop_grace_period"])))]
+        args += _health_args(spec.get("healthcheck") or {})
+        args.append(spec["image"])
+        args += [str(part) for part in spec.get("command") or []]
+        podman(*args, capture=True)
+
     def up(self) -> None:
         """`up --wait`: create every container, start each once its depends_on conditions hold,
-        then wait for every healthcheck to pass and every one-shot job to finish with 0."""
+        then wait for every healthcheck to pass and every one-shot job to finish with 0.
+
+        podman runs the file here itself: Debian 12's podman-compose 1.0.3 ignores depends_on
+        conditions, profiles and build secrets (and its --no-start is broken), and podman without
+        systemd runs no periodic healthchecks."""
         order = self.order()
-        self.cmd("up", "-d", "--no-build", "--no-start", *order, capture=True)
+        network = f"{PROJECT}_default"
+        if podman("network", "exists", network, check=False, quiet=True).returncode != 0:
+            podman("network", "create", "--label", f"{LABEL}={PROJECT}", network, capture=True)
+        for volume in self.config.get("volumes") or {}:
+            name = f"{PROJECT}_{volume}"
+            if podman("volume", "exists", name, check=False, quiet=True).returncode != 0:
+                podman("volume", "create", "--label", f"{LABEL}={PROJECT}", name, capture=True)
+        for service in order:
+            self.create(service)
         for service in order:
             for dep, how in (self.services[service].get("depends_on") or {}).items():
                 self.wait_condition(dep, how.get("condition", "service_started"))
@@ -344,10 +386,20 @@ class Compose:
             elif spec.get("restart") == "no":
                 self.wait_condition(service, "service_completed_successfully")
 
-    def down(self, *extra: str) -> None:
-        self.cmd("down", "-t", "40", *extra, capture=True)
-        # podman-compose 1.0.3 leaves its network behind.
-        podman("network", "rm", "-f", f"{PROJECT}_default", check=False, capture=True)
+    def down(self, *, volumes: bool = False) -> None:
+        """`down` (`-v`: with the volumes): stop within each stop_grace_period, remove."""
+        containers = podman(
+            "ps", "-a", "--quiet", "--filter", f"label={LABEL}={PROJECT}", capture=True
+        ).stdout.split()
+        if containers:
+            podman("stop", "--time", "40", *containers, capture=True)
+            podman("rm", "--force", *containers, capture=True)
+        if volumes:
+            for volume in podman(
+                "volume", "ls", "--quiet", "--filter", f"label={LABEL}={PROJECT}", capture=True
+            ).stdout.split():
+                podman("volume", "rm", "--force", volume, capture=True)
+            podman("network", "rm", "--force", f"{PROJECT}_default", check=False, capture=True)
 
     def redis_has(self, sender: str) -> bool:
         out = podman(
@@ -363,10 +415,29 @@ class Compose:
         return out.strip() == "1"
 
     def diagnose(self) -> None:
-        podman("ps", "-a", "--filter", f"label=io.podman.compose.project={PROJECT}", check=False)
+        podman("ps", "-a", "--filter", f"label={LABEL}={PROJECT}", check=False)
         for service in self.services:
             print(f"--- logs of {service} (last 25 lines)")
             podman("logs", "--tail", "25", self.container(service), check=False)
+
+
+def _health_args(check: dict[str, Any]) -> list[str]:
+    """A compose healthcheck as podman's flags (start_interval: podman 4.3 has none)."""
+    if not check:
+        return []
+    kind, *test = check["test"]
+    # podman 4.3 splits a JSON --health-cmd at spaces: give it a shell command instead (every
+    # image has /bin/sh), which is what CMD-SHELL is and what CMD becomes once quoted.
+    args = ["--health-cmd", test[0] if kind == "CMD-SHELL" else shlex.join(test)]
+    for key, flag in (
+        ("interval", "--health-interval"),
+        ("timeout", "--health-timeout"),
+        ("start_period", "--health-start-period"),
+        ("retries", "--health-retries"),
+    ):
+        if key in check:
+            args += [flag, str(check[key])]
+    return args
 
 
 def _interpolate(value: Any, env: dict[str, str]) -> Any:
@@ -458,11 +529,13 @@ def compose_stage(report: Report) -> None:
         "SMSGW_OTLP_ENDPOINT": "http://otlp-sink:4318",
         "SMSGW_EXTRA_CA": os.environ.get("SMSGW_EXTRA_CA", "/etc/ssl/certs/ca-certificates.crt"),
     }
+    SECRETS.update(value for key, value in env.items() if key.endswith(("PASSWORD", "TOKENS")))
+    SECRETS.add(token)
     compose = Compose(env)
     try:
         with report.step("compose: read the files (compose.yaml + offline + CI sink)"):
             compose.load()
-            compose.down("-v")  # what a failed earlier run left
+            compose.down(volumes=True)  # what a failed earlier run left
         with report.step("compose: build the images"):
             compose.build()
         with report.step("compose: up --wait (depends_on conditions, healthchecks)"):
@@ -491,20 +564,20 @@ def compose_stage(report: Report) -> None:
             logs = podman("logs", compose.container("migrate"), capture=True).stdout
             expect('"changed": false' in logs, f"the migrate job changed something:\n{logs}")
         with report.step("compose: down -v"):
-            compose.down("-v")
+            compose.down(volumes=True)
             left = podman(
                 "volume",
                 "ls",
                 "--quiet",
                 "--filter",
-                f"label=io.podman.compose.project={PROJECT}",
+                f"label={LABEL}={PROJECT}",
                 capture=True,
             ).stdout
             expect(not left.strip(), f"volumes left after down -v: {left.split()}")
     except StepFailed:
         if compose.config:
             compose.diagnose()
-            compose.down("-v")
+            compose.down(volumes=True)
         raise
 
 
@@ -727,6 +800,7 @@ def playbook_stage(report: Report) -> None:
                     "PIP_FIND_LINKS": "/wheels",
                 },
             }
+            SECRETS.update(value for value in host_secrets.values() if isinstance(value, str))
             (workdir / "secrets.yml").write_text(json.dumps(host_secrets))
         with report.step("playbook: first run"):
             first = playbook(venv, workdir, "first-run")
@@ -773,7 +847,7 @@ def main() -> int:
         # One deployment test at a time on a machine: the names and ports are fixed.
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
-            with report.step("engine: podman, runc, podman-compose"):
+            with report.step("engine: podman with runc"):
                 prepare_engine()
             with report.step(f"base image {BASE_IMAGE} (debootstrap, cached)"):
                 base_image()

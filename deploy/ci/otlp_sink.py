@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import sys
 from collections import defaultdict
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from threading import Lock
@@ -56,5 +58,7 @@ class Handler(BaseHTTPRequestHandler):
 
 
 if __name__ == "__main__":
+    # PID 1 in its container: without a handler SIGTERM would be ignored until the stop timeout.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     port = int(os.environ.get("OTLP_SINK_PORT", "4318"))
     ThreadingHTTPServer(("0.0.0.0", port), Handler).serve_forever()  # noqa: S104

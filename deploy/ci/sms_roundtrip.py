@@ -134,7 +134,8 @@ def main() -> int:
         if args.command == "send":
             result = send(args.receiver, args.admin, args.token, args.timeout)
         elif args.command == "check":
-            result = wait_judged(args.admin, args.token, args.uuid, args.timeout)
+            detail = wait_judged(args.admin, args.token, args.uuid, args.timeout)
+            result = {key: detail[key] for key in ("uuid", "overall_status", "out_sms")}
         else:
             result = change_setting(args.receiver, args.admin, args.token, args.timeout)
     except (RoundTripError, OSError, KeyError, TypeError) as exc:
