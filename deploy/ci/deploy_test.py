@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import re
@@ -631,27 +632,35 @@ def ansible_venv() -> Path:
 
 
 def wheelhouse() -> Path:
-    """The wheels the playbook's pip installs on the host, downloaded once into the cache."""
+    """The wheels the playbook's pip installs on the host, downloaded into the cache when the
+    dependencies or their pins changed."""
     wheels = CACHE / "wheels"
     wheels.mkdir(parents=True, exist_ok=True)
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = [*project["dependencies"], "setuptools>=69", "wheel"]
+    key = hashlib.sha256(
+        (ROOT / "constraints.txt").read_bytes() + "\n".join(wanted).encode()
+    ).hexdigest()
+    stamp = wheels / ".downloaded"
+    if stamp.exists() and stamp.read_text() == key:
+        print(f"{wheels}: up to date")
+        return wheels
     run(
         [
             sys.executable,
             "-m",
             "pip",
             "download",
-            "--quiet",
+            "-qq",
             "--disable-pip-version-check",
             "--dest",
             wheels,
             "--constraint",
             ROOT / "constraints.txt",
-            *project["dependencies"],
-            "setuptools>=69",
-            "wheel",
+            *wanted,
         ]
     )
+    stamp.write_text(key)
     return wheels
 
 
@@ -715,31 +724,30 @@ def playbook(venv: Path, workdir: Path, label: str) -> dict[str, int]:
     }
     env.pop("ANSIBLE_CONFIG", None)
     started = time.monotonic()
-    result = run(
-        [
-            venv / "bin" / "ansible-playbook",
-            "-i",
-            "inventory",
-            "-e",
-            "@secrets.yml",
-            ROOT / "setup_sms_gateway.yml",
-        ],
-        env=env,
-        cwd=workdir,
-        capture=True,
-        check=False,
-    )
-    log = workdir / f"{label}.log"
-    log.write_text(result.stdout + result.stderr)
-    recap = re.search(r"^" + re.escape(HOST_CONTAINER) + r"\s*:\s*(.*)$", result.stdout, re.M)
-    if result.returncode != 0 or recap is None:
-        print("\n".join((result.stdout + result.stderr).splitlines()[-60:]))
-        raise StepFailed(f"ansible-playbook exited {result.returncode}")
+    cmd = [
+        str(venv / "bin" / "ansible-playbook"),
+        *("-i", "inventory", "-e", "@secrets.yml"),
+        str(ROOT / "setup_sms_gateway.yml"),
+    ]
+    print(f"$ (cd {workdir} && {shlex.join(cmd)})", flush=True)
+    lines: list[str] = []
+    with subprocess.Popen(  # noqa: S603
+        cmd, cwd=workdir, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    ) as process:
+        assert process.stdout is not None
+        for line in process.stdout:
+            lines.append(line.rstrip("\n"))
+            # Live, but short: each task's name, and what changed or failed.
+            if line.startswith(("TASK [", "changed:", "fatal:", "failed:", "ERROR")):
+                print(f"  {line.rstrip()[:160]}", flush=True)
+    output = "\n".join(lines)
+    (workdir / f"{label}.log").write_text(output)
+    recap = re.search(r"^" + re.escape(HOST_CONTAINER) + r"\s*:\s*(.*)$", output, re.M)
+    if process.returncode != 0 or recap is None:
+        print("\n".join(lines[-60:]))
+        raise StepFailed(f"ansible-playbook exited {process.returncode}")
     counts = {key: int(value) for key, value in re.findall(r"(\w+)=(\d+)", recap.group(1))}
     print(f"{label}: {recap.group(1).strip()} ({time.monotonic() - started:.0f} s)")
-    changed = [line for line in result.stdout.splitlines() if line.startswith("changed:")]
-    if changed:
-        print("\n".join(changed))
     return counts
 
 
