@@ -545,6 +545,8 @@ def compose_stage(report: Report) -> None:
         with report.step("compose: an SMS from the host to out_sms and the Redis set"):
             sms = roundtrip("send", "--token", token)
             expect(compose.redis_has(sms["sender"]), f"{sms['sender']} not in out_sms_numbers")
+        with report.step("compose: docs/deployment.md's example request, as written"):
+            docs_example(token)
         with report.step("compose: a setting changed through the admin API, applied"):
             roundtrip("setting", "--token", token)
         with report.step("compose: the SMS's trace at the OTLP stand-in"):
@@ -581,6 +583,20 @@ def compose_stage(report: Report) -> None:
             compose.diagnose()
             compose.down(volumes=True)
         raise
+
+
+def docs_example(token: str) -> None:
+    """The curl of docs/deployment.md's "Run it", run by bash as written (only the published
+    port differs): its SMS must be stored and judged valid."""
+    text = (ROOT / "docs" / "deployment.md").read_text()
+    block = text.split("## Run it", 1)[1].split("```sh", 1)[1].split("```", 1)[0]
+    match = re.search(r"^curl -X POST .*?}'$", block, re.MULTILINE | re.DOTALL)
+    expect(match is not None, "no `curl -X POST ...` example under ## Run it")
+    assert match is not None
+    command = match.group(0).replace("localhost:8150", f"127.0.0.1:{PORT['receiver']}")
+    out = run(["bash", "-c", f"set -o pipefail; {command} --fail-with-body --silent"], capture=True)
+    uuid = json.loads(out.stdout)["uuid"]
+    roundtrip("check", "--token", token, "--uuid", uuid)
 
 
 def prometheus_checks() -> None:
