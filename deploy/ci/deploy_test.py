@@ -74,6 +74,12 @@ HOST_UNITS = (
 SECRETS: set[str] = set()
 
 
+def redact(text: str) -> str:
+    for secret in SECRETS:
+        text = text.replace(secret, "***")
+    return text
+
+
 class StepFailed(Exception):
     """A step did not give what it checks for; the message says what was seen."""
 
@@ -120,10 +126,7 @@ def run(
     """Run a command, echoing it; on failure the exception carries its output's tail."""
     args = [str(part) for part in cmd]
     if not quiet:
-        echo = shlex.join(args)
-        for secret in SECRETS:
-            echo = echo.replace(secret, "***")
-        print("$ " + echo, flush=True)
+        print("$ " + redact(shlex.join(args)), flush=True)
     result = subprocess.run(  # noqa: S603
         args,
         check=False,
@@ -135,7 +138,7 @@ def run(
     )
     if check and result.returncode != 0:
         tail = "\n".join(((result.stdout or "") + (result.stderr or "")).splitlines()[-40:])
-        raise StepFailed(f"`{shlex.join(args)}` exited {result.returncode}\n{tail}")
+        raise StepFailed(redact(f"`{shlex.join(args)}` exited {result.returncode}\n{tail}"))
     return result
 
 
@@ -726,8 +729,18 @@ def host_units_active() -> None:
 
 def host_roundtrip(token: str, command: str, *args: str) -> dict[str, Any]:
     script = (HERE / "sms_roundtrip.py").read_text()
-    out = host_exec(
-        "-i", "python3", "-", command, "--token", token, *args, capture=True, stdin=script
+    out = podman(
+        "exec",
+        "-i",
+        HOST_CONTAINER,
+        "python3",
+        "-",
+        command,
+        "--token",
+        token,
+        *args,
+        capture=True,
+        stdin=script,
     ).stdout
     result: dict[str, Any] = json.loads(out)
     print(json.dumps(result))
