@@ -392,12 +392,19 @@ class Compose:
                 self.wait_condition(service, "service_completed_successfully")
 
     def down(self, *, volumes: bool = False) -> None:
-        """`down` (`-v`: with the volumes): stop within each stop_grace_period, remove."""
+        """`down` (`-v`: with the volumes): like compose, stop what depends on a service before
+        the service (a receiver whose database is gone first spends its grace period on it)."""
+        level: dict[str, int] = {}
+        for service in self.order():
+            deps = self.services[service].get("depends_on") or {}
+            level[service] = 1 + max((level[dep] for dep in deps), default=-1)
+        for depth in sorted(set(level.values()), reverse=True):
+            names = [self.container(name) for name, at in level.items() if at == depth]
+            podman("stop", "--ignore", "--time", "40", *names, capture=True)
         containers = podman(
             "ps", "-a", "--quiet", "--filter", f"label={LABEL}={PROJECT}", capture=True
         ).stdout.split()
         if containers:
-            podman("stop", "--time", "40", *containers, capture=True)
             podman("rm", "--force", *containers, capture=True)
         if volumes:
             for volume in podman(
