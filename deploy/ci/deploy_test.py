@@ -55,7 +55,14 @@ LABEL = "com.docker.compose.project"
 SERVICE_LABEL = "com.docker.compose.service"
 COMPOSE_FILES = ("compose.yaml", "deploy/compose.offline.yaml", "deploy/ci/compose.ci.yaml")
 # Host ports for CI, away from the defaults a developer's own stack uses (8150-8154, 9190).
-PORT = {"receiver": 8380, "validator": 8381, "admin": 8382, "prometheus": 8383, "otlp": 8384}
+PORT = {
+    "receiver": 8380,
+    "validator": 8381,
+    "admin": 8382,
+    "prometheus": 8383,
+    "otlp": 8384,
+    "ssh": 8390,  # the playbook's host
+}
 HOST_CONTAINER = "smsgw-ci-host"
 DEBIAN_PYTHON = "/usr/bin/python3"  # the same Debian 12 python3 as the playbook's target
 HOST_IMAGE = "sms-gateway-ci-host:latest"
@@ -813,6 +820,8 @@ def playbook_stage(report: Report) -> None:
             wheels = wheelhouse()
         with report.step("playbook: a fresh Debian 12 host booted by systemd"):
             podman("rm", "-f", "-t", "5", HOST_CONTAINER, capture=True)
+            key = workdir / "id_ed25519"
+            run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", key], capture=True)
             apt_cache = CACHE / "host-apt-archives"
             (apt_cache / "partial").mkdir(parents=True, exist_ok=True)
             ca = os.environ.get("SMSGW_EXTRA_CA", "/etc/ssl/certs/ca-certificates.crt")
@@ -822,6 +831,10 @@ def playbook_stage(report: Report) -> None:
                 "--systemd=always",
                 "--name",
                 HOST_CONTAINER,
+                "--publish",
+                f"127.0.0.1:{PORT['ssh']}:22",
+                "-v",
+                f"{key}.pub:/home/admin/.ssh/authorized_keys:ro",
                 "-v",
                 f"{ca}:/etc/ssl/host-ca.crt:ro",
                 "-v",
@@ -832,9 +845,36 @@ def playbook_stage(report: Report) -> None:
                 capture=True,
             )
             host_booted()
+            # Over SSH, as a real host: one multiplexed connection instead of a `podman exec`
+            # per command (the play copies the source file by file).
+            ssh_options = "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null"
+            wait_for(
+                "the host's sshd",
+                lambda: (
+                    run(
+                        [
+                            "ssh",
+                            *ssh_options.split(),
+                            "-i",
+                            key,
+                            "-p",
+                            str(PORT["ssh"]),
+                            "admin@127.0.0.1",
+                            "true",
+                        ],
+                        check=False,
+                        capture=True,
+                        quiet=True,
+                    ).returncode
+                    == 0
+                ),
+                30,
+            )
             (workdir / "inventory").write_text(
                 "[sms_gateway]\n"
-                f"{HOST_CONTAINER} ansible_connection=containers.podman.podman"
+                f"{HOST_CONTAINER} ansible_host=127.0.0.1 ansible_port={PORT['ssh']}"
+                f" ansible_user=admin ansible_ssh_private_key_file={key}"
+                f" ansible_ssh_common_args='{ssh_options}'"
                 " ansible_python_interpreter=/usr/bin/python3\n"
             )
             host_secrets = {
