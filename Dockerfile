@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1
 # One image for the three Python services and the one-shot migrate job; the command picks which
 # (sms-receiver, sms-validator, sms-admin, or deploy/bootstrap.py). See docs/deployment.md.
 #
@@ -13,21 +12,29 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/*
 RUN python3 -m venv /opt/venv
 WORKDIR /src
-COPY pyproject.toml constraints.txt README.md ./
-COPY sms_gateway ./sms_gateway
-COPY services ./services
-COPY checks ./checks
-# A TLS-intercepting proxy's CA can be given as a build secret (`--secret id=extra_ca,src=FILE`);
-# without it pip trusts Debian's bundle only. Exact versions come from constraints.txt.
+# A TLS-intercepting proxy's CA can be given as the build secret extra_ca (compose:
+# SMSGW_EXTRA_CA; docker build: `--secret id=extra_ca,src=FILE`); without it pip trusts Debian's
+# bundle only. Exact versions come from constraints.txt.
+# First the dependencies alone, read from pyproject.toml: this layer is rebuilt only when they
+# or their pins change, not on every change of the code.
+COPY pyproject.toml constraints.txt ./
 RUN --mount=type=secret,id=extra_ca,required=false \
     bundle=/etc/ssl/certs/ca-certificates.crt; \
     if [ -s /run/secrets/extra_ca ]; then \
       cat "$bundle" /run/secrets/extra_ca > /tmp/ca.pem; bundle=/tmp/ca.pem; \
     fi; \
-    PIP_CERT="$bundle" /opt/venv/bin/pip install --no-cache-dir --no-compile \
-      -c constraints.txt . \
- && /opt/venv/bin/python -m compileall -q /opt/venv/lib \
- && rm -f /tmp/ca.pem
+    python3 -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]))' > /tmp/requirements.txt \
+ && PIP_CERT="$bundle" /opt/venv/bin/pip install --no-cache-dir --no-compile \
+      --disable-pip-version-check -c constraints.txt -r /tmp/requirements.txt "setuptools>=69" \
+ && rm -f /tmp/ca.pem /tmp/requirements.txt
+# Then the project itself, offline: no index, no build isolation (setuptools is in the venv).
+COPY README.md ./
+COPY sms_gateway ./sms_gateway
+COPY services ./services
+COPY checks ./checks
+RUN /opt/venv/bin/pip install --no-cache-dir --no-compile --disable-pip-version-check \
+      --no-index --no-deps --no-build-isolation . \
+ && /opt/venv/bin/python -m compileall -q /opt/venv/lib
 
 # ---------------------------------------------------------------- runtime
 FROM ${BASE}
