@@ -115,8 +115,14 @@ def test_prometheus_scrapes_the_three_services_where_compose_runs_them(
     targets = {
         target
         for job in config["scrape_configs"]
-        for group in job["static_configs"]
+        for group in job.get("static_configs", [])
         for target in group["targets"]
+    } | {
+        # DNS discovery: every replica of a scaled service
+        f"{name}:{discovery['port']}"
+        for job in config["scrape_configs"]
+        for discovery in job.get("dns_sd_configs", [])
+        for name in discovery["names"]
     }
     expected = {
         f"{name}:{compose['services'][name]['environment']['SMSGW_HTTP_PORT']}" for name in CONFIGS
