@@ -83,6 +83,13 @@ class BootstrapConfig(BaseSettings):
     otlp_endpoint: str | None = Field(
         None, description="OTLP/HTTP endpoint for traces, e.g. http://jaeger:4318"
     )
+    trace_sample_ratio: float = Field(
+        1.0,
+        ge=0.0,
+        le=1.0,
+        description="share of SMS traced (decided from the uuid, the same in every service); "
+        "1 = every SMS",
+    )
     log_format: Literal["json", "text"] = "json"
     http_host: str = "127.0.0.1"
     http_port: int | None = Field(None, ge=1, le=65_535)

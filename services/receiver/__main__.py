@@ -1,8 +1,9 @@
 """`sms-receiver`: the receiver's one entry point.
 
-With `http_workers` = 1 (the default) it is one uvicorn process; with more, gunicorn's master
-with that many uvicorn workers (services/receiver/gunicorn_app.py), each with its own pool and
-group-commit flusher, sharing one port. docs/architecture.md, "Receiver", says when to use which.
+With `http_workers` = 1 it is one uvicorn process; with more (the default: one per core),
+gunicorn's master with that many uvicorn workers (services/receiver/gunicorn_app.py), each with
+its own pool and group-commit flusher, sharing one port. docs/architecture.md, "Receiver", says
+when to use which.
 
 On SIGTERM uvicorn stops accepting connections and lets the requests in flight finish; the
 lifespan then commits whatever the group-commit flusher has taken and closes the pool.
@@ -45,7 +46,7 @@ def _serve_one_process(config: ReceiverConfig) -> None:
 
     from services.receiver.api import create_app  # noqa: PLC0415
 
-    setup_tracing(config.service_name, config.otlp_endpoint)
+    setup_tracing(config.service_name, config.otlp_endpoint, sample_ratio=config.trace_sample_ratio)
     uvicorn.run(
         create_app(config),
         host=config.http_host,

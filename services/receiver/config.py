@@ -3,11 +3,20 @@ the bounds of group commit."""
 
 from __future__ import annotations
 
+import os
 from typing import ClassVar
 
 from pydantic import Field, SecretStr
 
 from sms_gateway.config import BootstrapConfig
+
+
+def available_cores() -> int:
+    """The cores this process may run on (a cpuset limits them; a CPU quota does not show)."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 class ReceiverConfig(BootstrapConfig):
@@ -32,8 +41,9 @@ class ReceiverConfig(BootstrapConfig):
         2, ge=1, le=64, description="flushes in flight at once (each holds one connection)"
     )
     http_workers: int = Field(
-        1,
+        default_factory=lambda: min(available_cores(), 64),
         ge=1,
         le=64,
-        description="processes serving HTTP; more than 1 runs gunicorn with uvicorn workers",
+        description="processes serving HTTP (default: one per core of the host); more than 1 "
+        "runs gunicorn with uvicorn workers",
     )

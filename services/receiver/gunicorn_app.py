@@ -118,7 +118,11 @@ class ReceiverApplication(BaseApplication):  # type: ignore[misc]
         are made in the process that uses them."""
         from services.receiver.api import create_app  # noqa: PLC0415 (see run: import order)
 
-        setup_tracing(self._config.service_name, self._config.otlp_endpoint)
+        setup_tracing(
+            self._config.service_name,
+            self._config.otlp_endpoint,
+            sample_ratio=self._config.trace_sample_ratio,
+        )
         return create_app(self._config)
 
 
