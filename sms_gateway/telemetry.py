@@ -17,7 +17,7 @@ Two paths leave by OTLP/HTTP to the same collector:
   the spans of health, readiness and scrape requests (and so their children).
 
 Sampling: `trace_sample_ratio` (default 1: every SMS) keeps the SMS whose uuid falls under the
-ratio, decided from the uuid's random bits, so receiver and validator keep the same SMS.
+ratio, decided from the uuid's last 32 (random) bits, so receiver and validator keep the same SMS.
 
 The queue holds `MAX_QUEUED_SPANS` spans: when the collector is away longer than that lasts at
 the current rate, later spans are dropped (and counted in a log line), never the service slowed.
@@ -63,8 +63,9 @@ MAX_SPANS_PER_EXPORT: Final = 20_000
 EXPORT_TIMEOUT_SECONDS: Final = 10.0
 _SPAN_ID_MASK: Final = (1 << 64) - 1
 _ONE: Final = (1).to_bytes(8, "big")
-# uuidv7's low 62 bits are random (above them: the variant): the sampling decision is read there.
-_RANDOM_BITS: Final = 62
+# The last 32 bits of the database's uuidv7 are random (above them: the variant and a sequence,
+# db/init/0001): the sampling decision is read there.
+_RANDOM_BITS: Final = 32
 
 
 # ---------------------------------------------------------------------------- ids and sampling
@@ -76,7 +77,8 @@ def trace_id_of(sms_uuid: UUID) -> int:
 
 def receive_span_id(sms_uuid: UUID) -> bytes:
     """The span id of the receiver's "sms.receive" span of this SMS (its first delivery): the
-    uuid's low 64 bits (random in a uuidv7; the variant bits make them never 0)."""
+    uuid's low 64 bits (a sequence and random bits in the database's uuidv7; the variant bits
+    make them never 0)."""
     return sms_uuid.bytes[8:] if sms_uuid.int & _SPAN_ID_MASK else _ONE
 
 
@@ -100,6 +102,11 @@ def set_sample_ratio(ratio: float) -> None:
     if not 0.0 <= ratio <= 1.0:
         raise ValueError(f"trace_sample_ratio must be between 0 and 1; got {ratio}")
     _sampling.bound = round(ratio * (1 << _RANDOM_BITS))
+
+
+def sampling_all() -> bool:
+    """Every SMS is traced (the default): no per-SMS decision to make."""
+    return _sampling.bound >= 1 << _RANDOM_BITS
 
 
 def is_sampled(sms_uuid: UUID) -> bool:
@@ -272,6 +279,12 @@ class SpanShape:
             + attributes
             + (ERROR_STATUS if error else b""),
         )
+
+
+def span_head(length: int) -> bytes:
+    """The start of a span of `length` bytes (without this head) up to its trace id: for spans
+    encoded many at a time whose length is known in advance."""
+    return b"\x12" + _varint(length) + b"\x0a\x10"
 
 
 def encode_span(
