@@ -28,6 +28,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import http.client
+import itertools
 import logging
 import os
 import random
@@ -394,7 +395,8 @@ class SmsSpans:
                 self._dropped = 0
             backoff = self._interval
             while self._queue:
-                spans = [self._queue[i] for i in range(min(len(self._queue), MAX_SPANS_PER_EXPORT))]
+                # islice walks the deque once (indexing it is linear in the index).
+                spans = list(itertools.islice(self._queue, MAX_SPANS_PER_EXPORT))
                 if not self._post(self.request_body(spans)):
                     backoff = min(backoff * 2, 30.0)
                     break
