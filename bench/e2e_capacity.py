@@ -9,8 +9,8 @@ exporting to an OTLP/HTTP collector stand-in (bench/otlp_sink.py). For each offe
 holds 64 connections, each pausing 64/rate s before its next request (bench/e2e_post.lua:
 well-formed verification SMS from UK mobile senders, so most are forwarded), for `--duration`
 seconds, while the backlog (rows of input_sms without an sms_monitor row) is read every 5 s.
-A rate is sustained when the backlog at the end is under 5 s of arrivals and no higher than it
-was halfway through. Reports the achieved request rate, p50/p99 latency, the backlog samples
+A rate is sustained when the backlog stays under 5 s of arrivals through the second half of
+the run. Reports the achieved request rate, p50/p99 latency, the backlog samples
 and the validator's rate; stops at the first rate not sustained (or after the last), lets the
 backlog drain between rates, and takes the stack down. Uses the stack variables of the
 environment (SMSGW_STACK_DIR, SMSGW_DB_NAME, SMSGW_*_PORT, SMSGW_OTLP_ENDPOINT's port is
@@ -52,8 +52,10 @@ class Step:
 
     @property
     def sustained(self) -> bool:
-        end, half = self.backlog[-1], self.backlog[len(self.backlog) // 2]
-        return self.errors == 0 and end < 5 * self.achieved and end <= max(half, 100)
+        """No error, and the backlog stayed under 5 s of arrivals through the second half (a
+        validator that falls behind by more than ~10 % crosses that within the minute)."""
+        second_half = self.backlog[len(self.backlog) // 2 :]
+        return self.errors == 0 and max(second_half) < 5 * self.achieved
 
 
 def _stack(command: str, environment: dict[str, str]) -> str:

@@ -41,7 +41,7 @@ from services.receiver.errors import (
     SignatureRefused,
     StorageUnavailable,
 )
-from services.receiver.limits import BodyLimits, ClientGone
+from services.receiver.limits import BodyLimits, ClientGone, rule
 from services.receiver.schemas import (
     SMSGATE_EXAMPLE,
     BatchReceipt,
@@ -503,18 +503,20 @@ class ReceiverApp(FastAPI):
             path = path[len(root_path) :]
         endpoint = SMS_ENDPOINTS.get(path) if scope["method"] == "POST" else None
         limit = self.body_limits.limit(path)
-        if endpoint is not None:
-            status = await self._sms(
-                endpoint, scope, receive, send, limit=limit, started_ns=started_ns
-            )
-            route = path
-        elif self.body_limits.declared_too_large(scope, limit):
-            status = 413
-            route = "unmatched"
-            await refusal(BodyTooLarge(f"body: must be at most {limit} bytes")).send(send)
-        else:
-            status, route = await self._framework(scope, receive, send, limit)
-        self._observe(scope["method"], route, status, time.perf_counter() - started)
+        status, route = 500, "unmatched"
+        try:
+            if endpoint is not None:
+                route = path
+                status = await self._sms(
+                    endpoint, scope, receive, send, limit=limit, started_ns=started_ns
+                )
+            elif self.body_limits.declared_too_large(scope, limit):
+                status = 413
+                await refusal(BodyTooLarge(rule(limit))).send(send)
+            else:
+                status, route = await self._framework(scope, receive, send, limit)
+        finally:
+            self._observe(scope["method"], route, status, time.perf_counter() - started)
 
     async def _sms(
         self,
@@ -527,7 +529,7 @@ class ReceiverApp(FastAPI):
         started_ns: int,
     ) -> int:
         if self.body_limits.declared_too_large(scope, limit):
-            answer = refusal(BodyTooLarge(f"body: must be at most {limit} bytes"))
+            answer = refusal(BodyTooLarge(rule(limit)))
             await answer.send(send)
             return answer.status
         try:
@@ -555,8 +557,7 @@ class ReceiverApp(FastAPI):
             await send(message)
 
         await super().__call__(scope, self.body_limits.limited(receive, limit), send_with_status)
-        route = scope.get("route")
-        return status, getattr(route, "path", None) or "unmatched"
+        return status, getattr(scope.get("route"), "path", None) or "unmatched"
 
     def _observe(self, method: str, route: str, status: int, seconds: float) -> None:
         key = (method, route, status)
