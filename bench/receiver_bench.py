@@ -279,6 +279,7 @@ def main() -> int:
         "--batch-connections", type=int, default=8, help="batch requests (and COPYs) in flight"
     )
     parser.add_argument("--skip-batch", action="store_true")
+    parser.add_argument("--only-batch", action="store_true", help="the batch and COPY only")
     args = parser.parse_args()
     connections = [int(c) for c in args.connections.split(",")]
 
@@ -290,7 +291,7 @@ def main() -> int:
     try:
         environment = _service_environment()
         for round_number in range(1, args.rounds + 1):
-            for offset, endpoint in enumerate(ENDPOINTS):
+            for offset, endpoint in enumerate([] if args.only_batch else ENDPOINTS):
                 results = _measure(
                     endpoint,
                     PORT + offset % 3,
@@ -339,23 +340,24 @@ def main() -> int:
         print(stop_sink(sink))
         _stack("down")
 
-    print(
-        f"\nmedian of {args.rounds} rounds, each the best of wrk -t2 -c{args.connections} "
-        f"-d{args.duration}s:"
-    )
-    print("| server | requests/s | p50 ms | p99 ms | non-2xx |\n|---|---:|---:|---:|---:|")
-    medians = {}
-    for name, runs in best.items():
-        medians[name] = statistics.median(r.requests_per_second for r in runs)
-        print(_row(name, runs))
-    print()
-    for ours, other in (
-        (RECEIVER_TRACED, NAIVE),
-        (RECEIVER_TRACED, NO_DATABASE),
-        (RECEIVER_TRACED, RECEIVER_UNTRACED),
-        (RECEIVER_UNTRACED, NAIVE),
-    ):
-        print(f"{ours} / {other}: {medians[ours] / medians[other]:.2f}x")
+    medians: dict[str, float] = {}
+    if not args.only_batch:
+        print(
+            f"\nmedian of {args.rounds} rounds, each the best of wrk -t2 -c{args.connections} "
+            f"-d{args.duration}s:"
+        )
+        print("| server | requests/s | p50 ms | p99 ms | non-2xx |\n|---|---:|---:|---:|---:|")
+        for name, runs in best.items():
+            medians[name] = statistics.median(r.requests_per_second for r in runs)
+            print(_row(name, runs))
+        print()
+        for ours, other in (
+            (RECEIVER_TRACED, NAIVE),
+            (RECEIVER_TRACED, NO_DATABASE),
+            (RECEIVER_TRACED, RECEIVER_UNTRACED),
+            (RECEIVER_UNTRACED, NAIVE),
+        ):
+            print(f"{ours} / {other}: {medians[ours] / medians[other]:.2f}x")
     if not args.skip_batch:
         print(f"\nbatch of {BATCH_ITEMS}, {args.batch_connections} in flight (SMS/s):")
         print("| load | SMS/s | p50 ms | p99 ms | non-2xx |\n|---|---:|---:|---:|---:|")

@@ -83,7 +83,7 @@ def _encoded_single(uuids: list[UUID]) -> float:
             status=202,
             request_started_ns=time.time_ns(),
         )
-    body = pipe.request_body([pipe._queue.popleft() for _ in range(pipe.queued)])
+    body = pipe.request_body(pipe.take())
     assert body
     return (time.process_time() - started) / len(uuids)
 
@@ -104,7 +104,7 @@ def _encoded_batch(uuids: list[UUID]) -> float:
             request_started_ns=time.time_ns(),
             insert_ns=(time.time_ns(), time.time_ns()),
         )
-    pipe.request_body([pipe._queue.popleft() for _ in range(pipe.queued)])
+    pipe.request_body(pipe.take())
     return (time.process_time() - started) / len(uuids)
 
 

@@ -28,7 +28,6 @@ from __future__ import annotations
 import atexit
 import contextlib
 import http.client
-import itertools
 import logging
 import os
 import random
@@ -37,7 +36,7 @@ import threading
 import time
 import urllib.parse
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Final
 from uuid import UUID
 
@@ -308,9 +307,10 @@ def encode_span(
 class SmsSpans:
     """Encoded spans of one service, queued for a daemon thread that posts them by OTLP/HTTP.
 
-    `add` and `extend` are called from the event loop and only append to a deque (thread-safe);
-    the thread takes up to `MAX_SPANS_PER_EXPORT` at a time. A failed post is retried at the next
-    interval with the spans kept, as long as the queue has room.
+    `add` is called from the event loop with one or more encoded spans joined (a request's, a
+    batch's) and only appends to a deque; the thread takes up to `MAX_SPANS_PER_EXPORT` spans at
+    a time. A failed post is retried at the next interval with the spans kept, as long as the
+    queue has room.
     """
 
     def __init__(
@@ -339,7 +339,9 @@ class SmsSpans:
         self._resource = _field(1, resource_proto.SerializeToString())
         self._scope = _field(1, InstrumentationScope(name=scope_name).SerializeToString())
         self.pid = os.getpid()
-        self._queue: deque[bytes] = deque()
+        self._lock = threading.Lock()
+        self._queue: deque[tuple[bytes, int]] = deque()  # (spans joined, how many)
+        self._queued = 0
         self._dropped = 0
         self._wake = threading.Event()
         self._stopping = False
@@ -349,22 +351,28 @@ class SmsSpans:
 
     @property
     def queued(self) -> int:
-        return len(self._queue)
+        """Spans waiting to be sent."""
+        return self._queued
 
-    def add(self, span: bytes) -> None:
-        if len(self._queue) >= self._max_queued:
-            self._dropped += 1
-            return
-        self._queue.append(span)
+    def add(self, spans: bytes, count: int = 1) -> None:
+        """Queue `count` encoded spans, joined in `spans` (dropped, and counted, when full)."""
+        with self._lock:
+            if self._queued + count > self._max_queued:
+                self._dropped += count
+                return
+            self._queue.append((spans, count))
+            self._queued += count
 
-    def extend(self, spans: Iterable[bytes]) -> None:
-        if len(self._queue) >= self._max_queued:
-            self._dropped += sum(1 for _ in spans)
-            return
-        self._queue.extend(spans)
+    def take(self) -> list[bytes]:
+        """Everything queued, taken out of the queue (for tests and tools)."""
+        with self._lock:
+            taken = [spans for spans, _ in self._queue]
+            self._queue.clear()
+            self._queued = 0
+        return taken
 
     def request_body(self, spans: Sequence[bytes]) -> bytes:
-        """An ExportTraceServiceRequest holding `spans` (encoded by `SpanShape.encode`)."""
+        """An ExportTraceServiceRequest holding `spans` (encoded by `encode_span`)."""
         scope_spans = _field(2, self._scope + b"".join(spans))
         return _field(1, self._resource + scope_spans)
 
@@ -395,13 +403,21 @@ class SmsSpans:
                 self._dropped = 0
             backoff = self._interval
             while self._queue:
-                # islice walks the deque once (indexing it is linear in the index).
-                spans = list(itertools.islice(self._queue, MAX_SPANS_PER_EXPORT))
-                if not self._post(self.request_body(spans)):
+                chunks: list[bytes] = []
+                count = 0
+                # Walked from the left without indexing (a deque's index is linear).
+                for spans, spans_count in self._queue:
+                    chunks.append(spans)
+                    count += spans_count
+                    if count >= MAX_SPANS_PER_EXPORT:
+                        break
+                if not self._post(self.request_body(chunks)):
                     backoff = min(backoff * 2, 30.0)
                     break
-                for _ in spans:
-                    self._queue.popleft()
+                with self._lock:
+                    for _ in chunks:
+                        self._queue.popleft()
+                    self._queued -= count
 
     def _post(self, body: bytes) -> bool:
         try:

@@ -86,13 +86,14 @@ class ReceiveSpans:
         receive = self._shape(source, route, status, stored.repeated).tail + span_times(
             request_started_ns, time.time_ns()
         )
+        insert = _INSERT.tail + span_times(stored.insert_started_ns, stored.insert_ended_ns)
         self._pipe.add(
             encode_span(
                 trace_id, span_id, parent, receive + _UUID_ATTRIBUTE + str(uuid).encode("ascii")
             )
+            + encode_span(trace_id, insert_span_id(uuid), span_id, insert),
+            2,
         )
-        insert = _INSERT.tail + span_times(stored.insert_started_ns, stored.insert_ended_ns)
-        self._pipe.add(encode_span(trace_id, insert_span_id(uuid), span_id, insert))
 
     def record_batch(
         self,
@@ -120,32 +121,30 @@ class ReceiveSpans:
         receive_tail = receive + _UUID_ATTRIBUTE
         receive_head = span_head(2 + 16 + 2 + 8 + len(receive_tail) + 36)
         insert_head = span_head(2 + 16 + 2 + 8 + 2 + 8 + len(insert))
-        spans: list[bytes] = []
-        add = spans.append
+        pieces: list[bytes] = []
+        add = pieces.extend
         for uuid, text in zip(uuids, texts, strict=True):
             trace_id = uuid.bytes
             span_id = trace_id[8:]
             add(
-                b"".join(
-                    (
-                        receive_head,
-                        trace_id,
-                        b"\x12\x08",
-                        span_id,
-                        receive_tail,
-                        text.encode("ascii"),
-                        insert_head,
-                        trace_id,
-                        b"\x12\x08",
-                        bytes((span_id[0] ^ 0x40,)),
-                        span_id[1:],
-                        b"\x22\x08",
-                        span_id,
-                        insert,
-                    )
+                (
+                    receive_head,
+                    trace_id,
+                    b"\x12\x08",
+                    span_id,
+                    receive_tail,
+                    text.encode("ascii"),
+                    insert_head,
+                    trace_id,
+                    b"\x12\x08",
+                    bytes((span_id[0] ^ 0x40,)),
+                    span_id[1:],
+                    b"\x22\x08",
+                    span_id,
+                    insert,
                 )
             )
-        self._pipe.extend(spans)
+        self._pipe.add(b"".join(pieces), 2 * len(uuids))
 
     def _record_each(
         self,
@@ -170,7 +169,7 @@ class ReceiveSpans:
                 )
             )
             add(encode_span(trace_id, insert_span_id(uuid), span_id, insert))
-        self._pipe.extend(spans)
+        self._pipe.add(b"".join(spans), len(spans))
 
 
 def record_receive(

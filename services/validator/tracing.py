@@ -159,7 +159,7 @@ def _emit_encoded(
                 + str(uuid).encode("ascii"),
             )
         )
-    pipe.extend(spans)
+    pipe.add(b"".join(spans), len(spans))
 
 
 def _emit_through_tracer(

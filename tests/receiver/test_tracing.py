@@ -25,7 +25,7 @@ def pipe() -> SmsSpans:
 
 
 def exported(pipe: SmsSpans) -> list[Span]:
-    queued = [pipe._queue.popleft() for _ in range(pipe.queued)]
+    queued = pipe.take()
     request = ExportTraceServiceRequest.FromString(pipe.request_body(queued))
     return list(request.resource_spans[0].scope_spans[0].spans)
 
