@@ -7,13 +7,8 @@ from __future__ import annotations
 from typing import Final
 
 # Punctuation that phones and providers put inside numbers: "+1 (650) 555-1212", "650.555.1212".
-_NUMBER_PUNCTUATION: Final = frozenset("-.()")
+_NUMBER_PUNCTUATION: Final = "-.()"
 MAX_SENDER_LENGTH: Final = 15  # E.164 allows 15 digits: input_sms.sender_number is VARCHAR(15)
-# For ASCII senders (nearly all), the same rules at C speed: str.translate deletes what the loop
-# below skips (ASCII white space as str.isspace sees it, and the punctuation).
-_ASCII_DELETIONS: Final = str.maketrans(
-    "", "", "".join(chr(code) for code in range(128) if chr(code).isspace()) + "-.()"
-)
 
 
 def normalise_sender(raw: str) -> str:
@@ -27,11 +22,14 @@ def normalise_sender(raw: str) -> str:
         # An ASCII letter is exactly an ASCII character whose case can change.
         if raw.lower() != raw.upper():
             return raw.strip()
-        number = raw.translate(_ASCII_DELETIONS)
     elif any(character.isalpha() for character in raw):
         return raw.strip()
-    else:
-        number = "".join(c for c in raw if not c.isspace() and c not in _NUMBER_PUNCTUATION)
+    # str.split() splits at exactly the characters str.isspace() accepts: joining the pieces
+    # drops the white space, at C speed; then the punctuation.
+    number = "".join(raw.split())
+    for character in _NUMBER_PUNCTUATION:
+        if character in number:
+            number = number.replace(character, "")
     if number.startswith("+"):
         return number[1:]
     if number.startswith("00"):

@@ -10,9 +10,8 @@ completely here, before it joins a group commit, so that one bad row never fails
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from services.receiver.errors import InvalidSms, Problem
 from sms_gateway.senders import MAX_SENDER_LENGTH, normalise_sender
@@ -28,9 +27,9 @@ TIMESTAMP_RULE: Final = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class IncomingSms:
-    """One SMS ready to store: every field valid for its column."""
+class IncomingSms(NamedTuple):
+    """One SMS ready to store: every field valid for its column. (Immutable; a named tuple
+    rather than a frozen dataclass, whose __init__ costs ~1.5 µs per item of a batch.)"""
 
     sender_number: str
     sms_message: str
