@@ -66,6 +66,7 @@ API_SOURCE: Final = "api"
 BATCH_SOURCE: Final = "api-batch"
 RETRY_AFTER_SECONDS: Final = 5
 SETTINGS_REFRESH_SECONDS: Final = 2.0
+SPAN_FLUSH_SECONDS: Final = 3.0
 RECEIVE_PATH: Final = "/sms/receive"
 BATCH_PATH: Final = "/sms/receive/batch"
 SMSGATE_PATH: Final = "/sms/receive/smsgate"
@@ -615,6 +616,10 @@ def create_app(config: ReceiverConfig) -> ReceiverApp:
             with contextlib.suppress(asyncio.CancelledError):
                 await refresher
             await store.close()
+            if pipe is not None:
+                # The process may end by re-raising SIGTERM (uvicorn), skipping atexit: the spans
+                # of the last requests leave now.
+                await asyncio.to_thread(pipe.flush, SPAN_FLUSH_SECONDS)
             await db.close_pool(pool)
             logger.info("receiver stopped: every SMS taken was committed or answered")
 
