@@ -24,7 +24,14 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from checks import CHECK_NAMES
 from tests.conftest import FreshDatabase, Infra
-from tests.e2e.test_gateway import HASH_KEY, Service, start, verification_sms, wait_ready
+from tests.e2e.test_gateway import (
+    HASH_KEY,
+    Service,
+    start,
+    stop_all,
+    verification_sms,
+    wait_ready,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -134,10 +141,7 @@ def traced_gateway(
             wait_ready(service, deadline)
         yield services
     finally:
-        for service in services.values():
-            if service.process.poll() is None:
-                service.process.kill()
-                service.process.wait()
+        stop_all(services.values())
 
 
 async def _monitor_rows(pool: asyncpg.Pool, uuids: list[str]) -> dict[str, asyncpg.Record]:
