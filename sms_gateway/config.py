@@ -59,6 +59,14 @@ class _SecretFileSource(PydanticBaseSettingsSource):
         return values
 
 
+def available_cores() -> int:
+    """The cores this process may run on (a cpuset limits them; a CPU quota does not show)."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 class BootstrapConfig(BaseSettings):
     """What every service reads from the environment."""
 
@@ -84,6 +92,13 @@ class BootstrapConfig(BaseSettings):
     redis_db: int = Field(0, ge=0, le=15)
     otlp_endpoint: str | None = Field(
         None, description="OTLP/HTTP endpoint for traces, e.g. http://jaeger:4318"
+    )
+    trace_sample_ratio: float = Field(
+        1.0,
+        ge=0.0,
+        le=1.0,
+        description="share of SMS traced (decided from the uuid, the same in every service); "
+        "1 = every SMS",
     )
     log_format: Literal["json", "text"] = "json"
     http_host: str = "127.0.0.1"
@@ -118,7 +133,7 @@ class BootstrapConfig(BaseSettings):
         core)."""
         if self.processes is not None:
             return self.processes
-        return self.default_processes or os.cpu_count() or 1
+        return self.default_processes or min(available_cores(), 64)
 
     @property
     def development(self) -> bool:

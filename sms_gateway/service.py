@@ -112,7 +112,7 @@ def _load_app(config: BootstrapConfig, factory: str) -> Any:
     the process that uses it)."""
     module_name, _, function_name = factory.partition(":")
     create_app = getattr(importlib.import_module(module_name), function_name)
-    setup_tracing(config.service_name, config.otlp_endpoint)
+    setup_tracing(config.service_name, config.otlp_endpoint, sample_ratio=config.trace_sample_ratio)
     return create_app(config)
 
 

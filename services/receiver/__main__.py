@@ -1,8 +1,9 @@
 """`sms-receiver`: the receiver's one entry point.
 
-With `http_workers` = 1 (the default) it is one uvicorn process; with more, gunicorn's master
-with that many uvicorn workers (sms_gateway/service.py), each with its own pool and
-group-commit flusher, sharing one port. docs/architecture.md, "Receiver", says when to use which.
+With `http_workers` = 1 it is one uvicorn process; with more (the default: one per core),
+gunicorn's master with that many uvicorn workers (sms_gateway/service.py), each with its own pool
+and group-commit flusher, sharing one port. docs/architecture.md, "Receiver", says when to use
+which.
 
 On SIGTERM uvicorn stops accepting connections and lets the requests in flight finish; the
 lifespan then commits whatever the group-commit flusher has taken and closes the pool.

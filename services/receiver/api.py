@@ -1,28 +1,33 @@
 """The receiver's HTTP application (SPEC §4): `create_app(config)`.
 
-Endpoints read their bodies themselves (size-capped by `BodyLimitMiddleware`) and validate them
-in `incoming`, so that every refusal names its field and rule; domain errors become HTTP
-answers in one place, `install_error_handlers`.
+The four SMS endpoints are the hot path: `ReceiverApp`, a FastAPI subclass, answers them itself
+as plain ASGI (read the body under its limit, one JSON decoding and validation pass in
+`incoming`, the group commit, the answer, two encoded spans), without FastAPI's routing,
+dependency solving, request objects or middleware. FastAPI keeps serving everything else (the
+operations endpoints, /docs and the OpenAPI document, where the SMS endpoints are declared with
+the same handlers). Body limits and request metrics are applied in one place, the front, for
+every route; domain errors become HTTP answers in one place, `refusal`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated, Any, Final
+from typing import Any, Final
 from urllib.parse import quote
 
-from fastapi import FastAPI, Header, Request
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
-from opentelemetry import trace
-from opentelemetry.trace import Tracer
-from starlette.types import Scope
+from fastapi.responses import Response
+from prometheus_client import Counter, Histogram
+from starlette.datastructures import Headers
+from starlette.types import Message, Receive, Scope, Send
 
 from services.receiver import incoming, metrics
 from services.receiver.adapters import smsgate, twilio
@@ -32,10 +37,11 @@ from services.receiver.errors import (
     IdempotencyKeyReused,
     InvalidSms,
     Problem,
+    ReceiverError,
     SignatureRefused,
     StorageUnavailable,
 )
-from services.receiver.limits import REQUEST_STARTED_NS, BodyLimitMiddleware
+from services.receiver.limits import BodyLimits, ClientGone, rule
 from services.receiver.schemas import (
     SMSGATE_EXAMPLE,
     BatchReceipt,
@@ -47,11 +53,12 @@ from services.receiver.schemas import (
     TwilioInbound,
     inline_schema,
 )
-from services.receiver.store import SmsStore, StoredSms
-from services.receiver.tracing import record_receive
+from services.receiver.store import SmsStore
+from services.receiver.tracing import ReceiveSpans
 from sms_gateway import db
-from sms_gateway.http import HttpMetricsMiddleware, ops_router
+from sms_gateway.http import HTTP_LATENCY, HTTP_REQUESTS, ops_router
 from sms_gateway.settings import SettingsStore, keep_fresh
+from sms_gateway.telemetry import sms_spans
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +66,11 @@ API_SOURCE: Final = "api"
 BATCH_SOURCE: Final = "api-batch"
 RETRY_AFTER_SECONDS: Final = 5
 SETTINGS_REFRESH_SECONDS: Final = 2.0
+SPAN_FLUSH_SECONDS: Final = 3.0
+RECEIVE_PATH: Final = "/sms/receive"
+BATCH_PATH: Final = "/sms/receive/batch"
+SMSGATE_PATH: Final = "/sms/receive/smsgate"
+TWILIO_PATH: Final = "/sms/receive/twilio"
 
 
 @dataclass
@@ -69,78 +81,116 @@ class Receiver:
     pool: db.Pool
     settings: SettingsStore
     store: SmsStore
-    tracer: Tracer
+    spans: ReceiveSpans | None  # None: tracing is off
 
     @property
     def max_message_length(self) -> int:
         return self.settings.current.max_message_length
 
 
-def _receiver(request: Request) -> Receiver:
-    receiver: Receiver = request.state.receiver
-    return receiver
+# ---------------------------------------------------------------------------- answers
+
+_JSON: Final = b"application/json"
+_REPLAYED: Final = ((b"idempotent-replayed", b"true"),)
 
 
-# ---------------------------------------------------------------------------- responses
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """An HTTP answer of the SMS endpoints, sent as two ASGI messages."""
+
+    status: int
+    body: bytes
+    media_type: bytes = _JSON
+    headers: tuple[tuple[bytes, bytes], ...] = ()
+
+    async def send(self, send: Send) -> None:
+        await send(
+            {
+                "type": "http.response.start",
+                "status": self.status,
+                "headers": [
+                    (b"content-type", self.media_type),
+                    (b"content-length", str(len(self.body)).encode()),
+                    *self.headers,
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": self.body})
+
+    def response(self) -> Response:
+        headers = {name.decode(): value.decode() for name, value in self.headers}
+        return Response(
+            self.body, status_code=self.status, media_type=self.media_type.decode(), headers=headers
+        )
 
 
-def _receipt(stored: StoredSms) -> JSONResponse:
-    headers = {"Idempotent-Replayed": "true"} if stored.repeated else None
-    return JSONResponse({"uuid": str(stored.uuid)}, status_code=202, headers=headers)
+def _json(document: Any) -> bytes:
+    # As starlette's JSONResponse renders it.
+    return json.dumps(
+        document, ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":")
+    ).encode("utf-8")
+
+
+def _receipt(uuid_text: str, repeated: bool) -> Answer:
+    return Answer(
+        202, b'{"uuid":"' + uuid_text.encode("ascii") + b'"}', headers=_REPLAYED if repeated else ()
+    )
 
 
 def _error(
     status: int,
     detail: str,
     problems: list[Problem] | None = None,
-    headers: dict[str, str] | None = None,
-) -> JSONResponse:
+    headers: tuple[tuple[bytes, bytes], ...] = (),
+) -> Answer:
     body = {"detail": detail, "errors": [problem.as_json() for problem in problems or []]}
-    return JSONResponse(body, status_code=status, headers=headers)
+    return Answer(status, _json(body), headers=headers)
 
 
-def install_error_handlers(app: FastAPI) -> None:
+def refusal(exc: ReceiverError) -> Answer:
     """Every domain error of the receiver becomes its HTTP answer here, and only here."""
-
-    async def invalid(_: Request, exc: Exception) -> Response:
-        assert isinstance(exc, InvalidSms)
+    if isinstance(exc, InvalidSms):
         metrics.REFUSED.labels(reason="invalid").inc()
         return _error(422, str(exc), exc.problems)
-
-    async def invalid_parameter(_: Request, exc: Exception) -> Response:
-        assert isinstance(exc, RequestValidationError)
-        metrics.REFUSED.labels(reason="invalid").inc()
-        problems = [Problem(str(error["loc"][-1]), str(error["msg"])) for error in exc.errors()]
-        return _error(422, "; ".join(p.describe() for p in problems), problems)
-
-    async def too_large(_: Request, exc: Exception) -> Response:
+    if isinstance(exc, BodyTooLarge):
         metrics.REFUSED.labels(reason="too_large").inc()
         return _error(
             413,
             str(exc),
             [Problem("body", str(exc).removeprefix("body: "))],
-            headers={"Connection": "close"},
+            headers=((b"connection", b"close"),),
         )
-
-    async def unsigned(_: Request, exc: Exception) -> Response:
+    if isinstance(exc, SignatureRefused):
         metrics.REFUSED.labels(reason="signature").inc()
         logger.warning("webhook signature refused", extra={"reason": str(exc)})
         return _error(401, f"signature refused: {exc}")
-
-    async def key_reused(_: Request, exc: Exception) -> Response:
+    if isinstance(exc, IdempotencyKeyReused):
         metrics.REFUSED.labels(reason="key_reused").inc()
         return _error(409, str(exc), [Problem("Idempotency-Key", str(exc))])
-
-    async def unavailable(_: Request, exc: Exception) -> Response:
+    if isinstance(exc, StorageUnavailable):
         metrics.UNAVAILABLE.inc()
-        return _error(503, str(exc), headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+        return _error(503, str(exc), headers=((b"retry-after", str(RETRY_AFTER_SECONDS).encode()),))
+    raise exc
 
-    app.add_exception_handler(InvalidSms, invalid)
+
+_INTERNAL_ERROR: Final = Answer(500, b"Internal Server Error", b"text/plain; charset=utf-8")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """The routes FastAPI serves answer the same refusals."""
+
+    async def receiver_error(_: Request, exc: Exception) -> Response:
+        assert isinstance(exc, ReceiverError)
+        return refusal(exc).response()
+
+    async def invalid_parameter(_: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
+        metrics.REFUSED.labels(reason="invalid").inc()
+        problems = [Problem(str(error["loc"][-1]), str(error["msg"])) for error in exc.errors()]
+        return _error(422, "; ".join(p.describe() for p in problems), problems).response()
+
+    app.add_exception_handler(ReceiverError, receiver_error)
     app.add_exception_handler(RequestValidationError, invalid_parameter)
-    app.add_exception_handler(BodyTooLarge, too_large)
-    app.add_exception_handler(SignatureRefused, unsigned)
-    app.add_exception_handler(IdempotencyKeyReused, key_reused)
-    app.add_exception_handler(StorageUnavailable, unavailable)
 
 
 # ---------------------------------------------------------------------------- OpenAPI
@@ -268,10 +318,264 @@ _SINGLE_KEY: Final = _key_parameter(_KEY_DOC, incoming.MAX_IDEMPOTENCY_KEY_LENGT
 _BATCH_KEY: Final = _key_parameter(_BATCH_KEY_DOC, incoming.MAX_BATCH_KEY_LENGTH)
 
 
+def _header_parameters(*headers: tuple[str, str]) -> dict[str, Any]:
+    return {
+        "parameters": [
+            {
+                "name": name,
+                "in": "header",
+                "required": False,
+                "description": description,
+                "schema": {"type": "string"},
+            }
+            for name, description in headers
+        ]
+    }
+
+
+_SMSGATE_HEADERS: Final = _header_parameters(
+    ("x-signature", "hex HMAC-SHA256"), ("x-timestamp", "Unix seconds")
+)
+_TWILIO_HEADERS: Final = _header_parameters(("x-twilio-signature", "base64 HMAC-SHA1"))
+
+
+# ---------------------------------------------------------------------------- the SMS endpoints
+
+# An endpoint: (receiver, scope, body, request start in ns) -> its answer. Each raises the
+# receiver's domain errors, which `refusal` answers.
+Endpoint = Callable[[Receiver, Scope, bytes, int], Awaitable[Answer]]
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            decoded: str = value.decode("latin-1")
+            return decoded
+    return None
+
+
+async def receive_sms(receiver: Receiver, scope: Scope, body: bytes, started_ns: int) -> Answer:
+    key = incoming.idempotency_key(_header(scope, b"idempotency-key"))
+    sms = incoming.single_sms(
+        incoming.parse_json_body(body),
+        max_message_length=receiver.max_message_length,
+        source=API_SOURCE,
+        client_event_id=key,
+    )
+    stored = await receiver.store.store(sms)
+    if receiver.spans is not None:
+        receiver.spans.record(
+            stored, source=API_SOURCE, route=RECEIVE_PATH, status=202, request_started_ns=started_ns
+        )
+    return _receipt(str(stored.uuid), stored.repeated)
+
+
+async def receive_batch(receiver: Receiver, scope: Scope, body: bytes, started_ns: int) -> Answer:
+    key = incoming.idempotency_key(
+        _header(scope, b"idempotency-key"), max_length=incoming.MAX_BATCH_KEY_LENGTH
+    )
+    rows = incoming.sms_batch(
+        incoming.parse_json_body(body),
+        max_message_length=receiver.max_message_length,
+        source=BATCH_SOURCE,
+        batch_key=key,
+    )
+    insert_started_ns = time.time_ns()
+    uuids, repeated = await receiver.store.store_batch(rows)
+    insert_ns = (insert_started_ns, time.time_ns())
+    texts = [str(uuid) for uuid in uuids]
+    if receiver.spans is not None:
+        receiver.spans.record_batch(
+            uuids,
+            texts,
+            repeated=repeated,
+            source=BATCH_SOURCE,
+            route=BATCH_PATH,
+            status=202,
+            request_started_ns=started_ns,
+            insert_ns=insert_ns,
+        )
+    answer = b'{"uuids":["' + '","'.join(texts).encode("ascii") + b'"]}'
+    return Answer(202, answer, headers=_REPLAYED if repeated else ())
+
+
+async def receive_smsgate(receiver: Receiver, scope: Scope, body: bytes, started_ns: int) -> Answer:
+    key = receiver.config.smsgate_signing_key
+    if key is not None:
+        smsgate.verify_signature(
+            key.get_secret_value().encode("utf-8"),
+            body,
+            _header(scope, b"x-signature"),
+            _header(scope, b"x-timestamp"),
+        )
+    envelope = incoming.parse_json_body(body)
+    event = smsgate.event_name(envelope)
+    if event != smsgate.RECEIVED_EVENT:
+        return Answer(200, _json({"ignored": event}))
+    sms = smsgate.received_sms(envelope, max_message_length=receiver.max_message_length)
+    stored = await receiver.store.store(sms)
+    if receiver.spans is not None:
+        receiver.spans.record(
+            stored,
+            source=smsgate.SOURCE,
+            route=SMSGATE_PATH,
+            status=202,
+            request_started_ns=started_ns,
+        )
+    return _receipt(str(stored.uuid), stored.repeated)
+
+
+_TWIML: Final = Answer(200, twilio.EMPTY_TWIML, twilio.TWIML_MEDIA_TYPE.encode())
+
+
+async def receive_twilio(receiver: Receiver, scope: Scope, body: bytes, started_ns: int) -> Answer:
+    arrived_at = datetime.now(UTC)
+    params = twilio.parse_form(body)
+    token = receiver.config.twilio_auth_token
+    if token is not None:
+        url = twilio.request_url(
+            scope.get("scheme", "http"),
+            Headers(scope=scope),
+            _target_path(scope),
+            scope.get("query_string", b"").decode("latin-1"),
+        )
+        twilio.verify_signature(
+            token.get_secret_value().encode("utf-8"),
+            url,
+            params,
+            _header(scope, b"x-twilio-signature"),
+        )
+    sms = twilio.inbound_sms(
+        params, arrived_at=arrived_at, max_message_length=receiver.max_message_length
+    )
+    stored = await receiver.store.store(sms)
+    if receiver.spans is not None:
+        receiver.spans.record(
+            stored,
+            source=twilio.SOURCE,
+            route=TWILIO_PATH,
+            status=200,
+            request_started_ns=started_ns,
+        )
+    return _TWIML
+
+
+def _target_path(scope: Scope) -> str:
+    """The path as the client sent it. ASGI's `path` already holds the root_path (so adding
+    root_path doubled a proxy's prefix) and is percent-decoded; `raw_path` is neither."""
+    raw_path: bytes | None = scope.get("raw_path")
+    if raw_path is None:  # optional in ASGI
+        return quote(scope["path"], safe="/:@!$&'()*+,;=-._~")
+    return raw_path.split(b"?", 1)[0].decode("latin-1")
+
+
+SMS_ENDPOINTS: Final[dict[str, Endpoint]] = {
+    RECEIVE_PATH: receive_sms,
+    BATCH_PATH: receive_batch,
+    SMSGATE_PATH: receive_smsgate,
+    TWILIO_PATH: receive_twilio,
+}
+
+
+# ---------------------------------------------------------------------------- the front
+
+
+class ReceiverApp(FastAPI):
+    """FastAPI with a plain ASGI front: the one place where request bodies are limited and
+    requests counted and timed, and the SMS endpoints' direct path."""
+
+    def __init__(self, *, service: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.service = service
+        self.body_limits = BodyLimits(
+            incoming.MAX_BODY_BYTES, {BATCH_PATH: incoming.MAX_BATCH_BODY_BYTES}
+        )
+        self._observers: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await super().__call__(scope, receive, send)
+            return
+        started = time.perf_counter()
+        started_ns = time.time_ns()
+        path: str = scope["path"]
+        root_path: str = scope.get("root_path", "")
+        if root_path and path.startswith(root_path):
+            path = path[len(root_path) :]
+        endpoint = SMS_ENDPOINTS.get(path) if scope["method"] == "POST" else None
+        limit = self.body_limits.limit(path)
+        status, route = 500, "unmatched"
+        try:
+            if endpoint is not None:
+                route = path
+                status = await self._sms(
+                    endpoint, scope, receive, send, limit=limit, started_ns=started_ns
+                )
+            elif self.body_limits.declared_too_large(scope, limit):
+                status = 413
+                await refusal(BodyTooLarge(rule(limit))).send(send)
+            else:
+                status, route = await self._framework(scope, receive, send, limit)
+        finally:
+            self._observe(scope["method"], route, status, time.perf_counter() - started)
+
+    async def _sms(
+        self,
+        endpoint: Endpoint,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        *,
+        limit: int,
+        started_ns: int,
+    ) -> int:
+        if self.body_limits.declared_too_large(scope, limit):
+            answer = refusal(BodyTooLarge(rule(limit)))
+            await answer.send(send)
+            return answer.status
+        try:
+            body = await self.body_limits.read(receive, limit)
+            answer = await endpoint(scope["state"]["receiver"], scope, body, started_ns)
+        except ReceiverError as exc:
+            answer = refusal(exc)
+        except ClientGone:
+            return 499  # nginx's code for it: nobody is left to answer
+        except Exception:
+            logger.exception("unexpected error", extra={"path": scope["path"]})
+            answer = _INTERNAL_ERROR
+        await answer.send(send)
+        return answer.status
+
+    async def _framework(
+        self, scope: Scope, receive: Receive, send: Send, limit: int
+    ) -> tuple[int, str]:
+        status = 500
+
+        async def send_with_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        await super().__call__(scope, self.body_limits.limited(receive, limit), send_with_status)
+        return status, getattr(scope.get("route"), "path", None) or "unmatched"
+
+    def _observe(self, method: str, route: str, status: int, seconds: float) -> None:
+        key = (method, route, status)
+        observers = self._observers.get(key)
+        if observers is None:
+            observers = self._observers[key] = (
+                HTTP_REQUESTS.labels(self.service, method, route, str(status)),
+                HTTP_LATENCY.labels(self.service, method, route),
+            )
+        observers[0].inc()
+        observers[1].observe(seconds)
+
+
 # ---------------------------------------------------------------------------- the app
 
 
-def create_app(config: ReceiverConfig) -> FastAPI:
+def create_app(config: ReceiverConfig) -> ReceiverApp:
     """The receiver. Its pool, settings refresher and group-commit flusher live in the lifespan;
     on shutdown the flusher commits what it has taken, then the pool closes."""
     runtime: dict[str, Receiver] = {}
@@ -300,7 +604,10 @@ def create_app(config: ReceiverConfig) -> FastAPI:
             max_flushes=config.group_commit_max_flushes,
         )
         store.start()
-        receiver = Receiver(config, pool, settings, store, trace.get_tracer("sms-receiver"))
+        pipe = sms_spans()
+        receiver = Receiver(
+            config, pool, settings, store, ReceiveSpans(pipe) if pipe is not None else None
+        )
         runtime["receiver"] = receiver
         try:
             yield {"receiver": receiver}
@@ -309,6 +616,10 @@ def create_app(config: ReceiverConfig) -> FastAPI:
             with contextlib.suppress(asyncio.CancelledError):
                 await refresher
             await store.close()
+            if pipe is not None:
+                # The process may end by re-raising SIGTERM (uvicorn), skipping atexit: the spans
+                # of the last requests leave now.
+                await asyncio.to_thread(pipe.flush, SPAN_FLUSH_SECONDS)
             await db.close_pool(pool)
             logger.info("receiver stopped: every SMS taken was committed or answered")
 
@@ -316,51 +627,35 @@ def create_app(config: ReceiverConfig) -> FastAPI:
         receiver = runtime.get("receiver")
         return {"database": receiver is not None and await db.is_ready(receiver.pool)}
 
-    app = FastAPI(
+    app = ReceiverApp(
+        service=config.service_name,
         title="SMS gateway receiver",
         version="1.0",
         description="Stores every SMS it is sent and answers only once the row is committed "
         "(SPEC §4). Strict on shape, lenient on content.",
         lifespan=lifespan,
-        # FastAPI's native OpenTelemetry makes the HTTP server span that "sms.receive" links
-        # to; its OTel metrics and logs are off: metrics are Prometheus' and logs ours, and
-        # each would look up its provider again on every request.
-        telemetry={"metrics": False, "logs": False},
+        # No FastAPI telemetry: the SMS endpoints make their own spans ("sms.receive" is the
+        # server span of the request), the rest are probes and docs, which are not traced;
+        # metrics are Prometheus' and logs ours.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     install_error_handlers(app)
     app.include_router(ops_router(ready))
     _add_sms_routes(app)
-    app.add_middleware(
-        BodyLimitMiddleware,
-        max_body_bytes=incoming.MAX_BODY_BYTES,
-        path_limits={"/sms/receive/batch": incoming.MAX_BATCH_BODY_BYTES},
-    )
-    app.add_middleware(HttpMetricsMiddleware, service=config.service_name)
     return app
 
 
-def _trace(receiver: Receiver, request: Request, stored: StoredSms, source: str) -> None:
-    record_receive(
-        receiver.tracer,
-        stored,
-        source=source,
-        request_started_ns=getattr(request.state, REQUEST_STARTED_NS),
-        http_span=trace.get_current_span().get_span_context(),
-    )
-
-
-def _target_path(scope: Scope) -> str:
-    """The path as the client sent it. ASGI's `path` already holds the root_path (so adding
-    root_path doubled a proxy's prefix) and is percent-decoded; `raw_path` is neither."""
-    raw_path: bytes | None = scope.get("raw_path")
-    if raw_path is None:  # optional in ASGI
-        return quote(scope["path"], safe="/:@!$&'()*+,;=-._~")
-    return raw_path.split(b"?", 1)[0].decode("latin-1")
-
-
 def _add_sms_routes(app: FastAPI) -> None:
+    """The SMS endpoints as FastAPI routes: their OpenAPI description. `ReceiverApp` answers
+    these paths before routing; the routes run the same handlers should a request reach them."""
+
+    async def serve(request: Request, endpoint: Endpoint) -> Response:
+        body = await request.body()
+        answer = await endpoint(request.state.receiver, request.scope, body, time.time_ns())
+        return answer.response()
+
     @app.post(
-        "/sms/receive",
+        RECEIVE_PATH,
         status_code=202,
         response_model=Receipt,
         tags=["sms"],
@@ -368,21 +663,11 @@ def _add_sms_routes(app: FastAPI) -> None:
         openapi_extra={**_SINGLE_BODY, **_SINGLE_KEY},
         responses={**_REFUSALS},
     )
-    async def receive_sms(request: Request) -> Response:
-        receiver = _receiver(request)
-        key = incoming.idempotency_key(request.headers.get(_KEY_HEADER))
-        sms = incoming.single_sms(
-            incoming.parse_json_body(await request.body()),
-            max_message_length=receiver.max_message_length,
-            source=API_SOURCE,
-            client_event_id=key,
-        )
-        stored = await receiver.store.store(sms)
-        _trace(receiver, request, stored, API_SOURCE)
-        return _receipt(stored)
+    async def receive_one(request: Request) -> Response:
+        return await serve(request, receive_sms)
 
     @app.post(
-        "/sms/receive/batch",
+        BATCH_PATH,
         status_code=202,
         response_model=BatchReceipt,
         tags=["sms"],
@@ -396,29 +681,11 @@ def _add_sms_routes(app: FastAPI) -> None:
             },
         },
     )
-    async def receive_batch(request: Request) -> Response:
-        receiver = _receiver(request)
-        key = incoming.idempotency_key(
-            request.headers.get(_KEY_HEADER), max_length=incoming.MAX_BATCH_KEY_LENGTH
-        )
-        rows = incoming.sms_batch(
-            incoming.parse_json_body(await request.body()),
-            max_message_length=receiver.max_message_length,
-            source=BATCH_SOURCE,
-            batch_key=key,
-        )
-        started_ns = time.time_ns()
-        uuids, repeated = await receiver.store.store_batch(rows)
-        ended_ns = time.time_ns()
-        for uuid in uuids:
-            _trace(receiver, request, StoredSms(uuid, repeated, started_ns, ended_ns), BATCH_SOURCE)
-        headers = {"Idempotent-Replayed": "true"} if repeated else None
-        return JSONResponse(
-            {"uuids": [str(uuid) for uuid in uuids]}, status_code=202, headers=headers
-        )
+    async def receive_many(request: Request) -> Response:
+        return await serve(request, receive_batch)
 
     @app.post(
-        "/sms/receive/smsgate",
+        SMSGATE_PATH,
         status_code=202,
         response_model=Receipt,
         tags=["adapters"],
@@ -427,43 +694,25 @@ def _add_sms_routes(app: FastAPI) -> None:
         "lowercase hex; X-Timestamp within 300 s) when a signing key is configured. "
         "The envelope id is the idempotency key. Other events are answered 200 and "
         "not stored.",
-        openapi_extra=_SMSGATE_BODY,
+        openapi_extra={**_SMSGATE_BODY, **_SMSGATE_HEADERS},
         responses={
             **_REFUSALS,
             200: {"model": Ignored, "description": "not an sms:received event: nothing stored"},
             401: {"model": ErrorBody, "description": "the signature does not verify"},
         },
     )
-    async def receive_smsgate(
-        request: Request,
-        x_signature: Annotated[str | None, Header(description="hex HMAC-SHA256")] = None,
-        x_timestamp: Annotated[str | None, Header(description="Unix seconds")] = None,
-    ) -> Response:
-        receiver = _receiver(request)
-        body = await request.body()
-        key = receiver.config.smsgate_signing_key
-        if key is not None:
-            smsgate.verify_signature(
-                key.get_secret_value().encode("utf-8"), body, x_signature, x_timestamp
-            )
-        envelope = incoming.parse_json_body(body)
-        event = smsgate.event_name(envelope)
-        if event != smsgate.RECEIVED_EVENT:
-            return JSONResponse({"ignored": event}, status_code=200)
-        sms = smsgate.received_sms(envelope, max_message_length=receiver.max_message_length)
-        stored = await receiver.store.store(sms)
-        _trace(receiver, request, stored, smsgate.SOURCE)
-        return _receipt(stored)
+    async def receive_from_smsgate(request: Request) -> Response:
+        return await serve(request, receive_smsgate)
 
     @app.post(
-        "/sms/receive/twilio",
+        TWILIO_PATH,
         status_code=200,
         tags=["adapters"],
         summary="Twilio: the inbound SMS webhook",
         description="Verifies X-Twilio-Signature when an auth token is configured; the URL is "
         "the one Twilio called (X-Forwarded-Proto/-Host honoured). MessageSid is the "
         "idempotency key. Answers an empty TwiML <Response/>.",
-        openapi_extra=_TWILIO_BODY,
+        openapi_extra={**_TWILIO_BODY, **_TWILIO_HEADERS},
         response_class=Response,
         responses={
             **_REFUSALS,
@@ -474,27 +723,5 @@ def _add_sms_routes(app: FastAPI) -> None:
             401: {"model": ErrorBody, "description": "the signature does not verify"},
         },
     )
-    async def receive_twilio(
-        request: Request,
-        x_twilio_signature: Annotated[str | None, Header(description="base64 HMAC-SHA1")] = None,
-    ) -> Response:
-        receiver = _receiver(request)
-        arrived_at = datetime.now(UTC)
-        params = twilio.parse_form(await request.body())
-        token = receiver.config.twilio_auth_token
-        if token is not None:
-            url = twilio.request_url(
-                request.url.scheme,
-                request.headers,
-                _target_path(request.scope),
-                request.scope.get("query_string", b"").decode("latin-1"),
-            )
-            twilio.verify_signature(
-                token.get_secret_value().encode("utf-8"), url, params, x_twilio_signature
-            )
-        sms = twilio.inbound_sms(
-            params, arrived_at=arrived_at, max_message_length=receiver.max_message_length
-        )
-        stored = await receiver.store.store(sms)
-        _trace(receiver, request, stored, twilio.SOURCE)
-        return Response(twilio.EMPTY_TWIML, media_type=twilio.TWIML_MEDIA_TYPE)
+    async def receive_from_twilio(request: Request) -> Response:
+        return await serve(request, receive_twilio)

@@ -14,6 +14,7 @@ class ReceiverConfig(BootstrapConfig):
     """What the receiver reads from the environment (`SMSGW_*`, each also `SMSGW_*_FILE`)."""
 
     service_name: ClassVar[str] = "sms-receiver"
+    default_processes: ClassVar[int] = 0  # one per core
     default_http_port: ClassVar[int] = 8080
 
     smsgate_signing_key: SecretStr | None = Field(
@@ -31,13 +32,14 @@ class ReceiverConfig(BootstrapConfig):
     group_commit_max_flushes: int = Field(
         2, ge=1, le=64, description="flushes in flight at once (each holds one connection)"
     )
-    http_workers: int = Field(
-        1,
+    http_workers: int | None = Field(
+        None,
         ge=1,
         le=64,
-        description="processes serving HTTP; more than 1 runs gunicorn with uvicorn workers",
+        description="the receiver's name for `processes` (SMSGW_HTTP_WORKERS): processes "
+        "serving HTTP, default one per core; more than 1 runs gunicorn with uvicorn workers",
     )
 
     @property
     def process_count(self) -> int:
-        return self.processes or self.http_workers
+        return self.http_workers or super().process_count

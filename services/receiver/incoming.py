@@ -10,9 +10,8 @@ completely here, before it joins a group commit, so that one bad row never fails
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from services.receiver.errors import InvalidSms, Problem
 from sms_gateway.senders import MAX_SENDER_LENGTH, normalise_sender
@@ -22,14 +21,15 @@ MAX_BATCH_ITEMS: Final = 1000
 MAX_BATCH_BODY_BYTES: Final = 16 * 1024 * 1024
 MAX_IDEMPOTENCY_KEY_LENGTH: Final = 64
 SMS_FIELDS: Final = ("sender_number", "sms_message", "received_timestamp")
+_SMS_FIELD_SET: Final = frozenset(SMS_FIELDS)
 TIMESTAMP_RULE: Final = (
     "must be an ISO 8601 date and time with a UTC offset, e.g. 2024-06-22T15:46:11+07:00"
 )
 
 
-@dataclass(frozen=True, slots=True)
-class IncomingSms:
-    """One SMS ready to store: every field valid for its column."""
+class IncomingSms(NamedTuple):
+    """One SMS ready to store: every field valid for its column. (Immutable; a named tuple
+    rather than a frozen dataclass, whose __init__ costs ~1.5 µs per item of a batch.)"""
 
     sender_number: str
     sms_message: str
@@ -183,12 +183,17 @@ def sms_from_json(
     if not isinstance(document, dict):
         where = "body" if index is None else "item"
         return [Problem(where, f"must be a JSON object; got {_json_type(document)}", index)]
-    problems = [Problem(name, "is required", index) for name in SMS_FIELDS if name not in document]
-    problems += [
-        Problem(name, "is not a known field", index) for name in document if name not in SMS_FIELDS
-    ]
-    if problems:
-        return problems
+    if document.keys() != _SMS_FIELD_SET:  # the common case, exactly the three, checked at once
+        problems = [
+            Problem(name, "is required", index) for name in SMS_FIELDS if name not in document
+        ]
+        problems += [
+            Problem(name, "is not a known field", index)
+            for name in document
+            if name not in SMS_FIELDS
+        ]
+        if problems:
+            return problems
     return build_sms(
         document["sender_number"],
         document["sms_message"],

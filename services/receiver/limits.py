@@ -1,5 +1,6 @@
-"""A pure ASGI middleware that caps request bodies while they are read (SPEC §4.1: 413 over
-64 KiB), so that no request can make the receiver buffer an unbounded body.
+"""Body limits (SPEC §4.1: 413 over 64 KiB), applied while a body is read so that no request can
+make the receiver buffer an unbounded body. Used in one place, the receiver's ASGI front
+(`api.ReceiverApp`), for every route.
 
 A batch (SPEC §4.2, up to 1000 SMS) cannot fit in 64 KiB (a minimal item is ~80 bytes), so its
 path has a larger cap of its own: 1000 SMS of 1600 characters in any script fit in 16 MiB.
@@ -7,41 +8,67 @@ path has a larger cap of its own: 1000 SMS of 1600 characters in any script fit 
 
 from __future__ import annotations
 
-import json
-import time
 from collections.abc import Mapping
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Message, Receive, Scope
 
-from services.receiver import metrics
 from services.receiver.errors import BodyTooLarge
 
-REQUEST_STARTED_NS = "request_started_ns"
+
+class ClientGone(Exception):
+    """The client disconnected before its body was read: nobody is left to answer."""
 
 
-class BodyLimitMiddleware:
-    """Refuses a declared `Content-Length` over the limit at once; otherwise counts the bytes
-    as the app reads them and raises `BodyTooLarge` (mapped to 413) past the limit. It also
-    stamps the request's start time into the scope state (the start of the "sms.receive" span).
-    """
+class BodyLimits:
+    """The byte limit of each path's request body, and the reading under it."""
 
-    def __init__(
-        self, app: ASGIApp, *, max_body_bytes: int, path_limits: Mapping[str, int] | None = None
-    ) -> None:
-        self.app = app
+    def __init__(self, max_body_bytes: int, path_limits: Mapping[str, int] | None = None) -> None:
         self.max_body_bytes = max_body_bytes
         self.path_limits = dict(path_limits or {})
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        scope.setdefault("state", {})[REQUEST_STARTED_NS] = time.time_ns()
-        limit = self.path_limits.get(scope["path"], self.max_body_bytes)
-        declared = _content_length(scope)
-        if declared is not None and declared > limit:
-            await self._refuse(send, limit)
-            return
+    def limit(self, path: str) -> int:
+        return self.path_limits.get(path, self.max_body_bytes)
+
+    @staticmethod
+    def declared_too_large(scope: Scope, limit: int) -> bool:
+        """A declared `Content-Length` over the limit: refused before a byte is read."""
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                try:
+                    return int(value) > limit
+                except ValueError:
+                    return False
+        return False
+
+    @staticmethod
+    async def read(receive: Receive, limit: int) -> bytes:
+        """The whole body; `BodyTooLarge` past `limit`, `ClientGone` on a disconnect."""
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGone()
+        body: bytes = message.get("body", b"")
+        if len(body) > limit:
+            raise BodyTooLarge(rule(limit))
+        if not message.get("more_body", False):
+            return body
+        chunks = [body]
+        size = len(body)
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise ClientGone()
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise BodyTooLarge(rule(limit))
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+
+    @staticmethod
+    def limited(receive: Receive, limit: int) -> Receive:
+        """`receive` that raises `BodyTooLarge` once more than `limit` body bytes came in (for
+        the routes that read their bodies themselves)."""
         received = 0
 
         async def limited_receive() -> Message:
@@ -50,43 +77,11 @@ class BodyLimitMiddleware:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
-                    raise BodyTooLarge(_rule(limit))
+                    raise BodyTooLarge(rule(limit))
             return message
 
-        await self.app(scope, limited_receive, send)
-
-    @staticmethod
-    async def _refuse(send: Send, limit: int) -> None:
-        metrics.REFUSED.labels(reason="too_large").inc()
-        body = json.dumps(
-            {
-                "detail": _rule(limit),
-                "errors": [{"field": "body", "rule": f"must be at most {limit} bytes"}],
-            }
-        ).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"connection", b"close"),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        return limited_receive
 
 
-def _rule(limit: int) -> str:
+def rule(limit: int) -> str:
     return f"body: must be at most {limit} bytes"
-
-
-def _content_length(scope: Scope) -> int | None:
-    for name, value in scope["headers"]:
-        if name == b"content-length":
-            try:
-                return int(value)
-            except ValueError:
-                return None
-    return None

@@ -29,7 +29,7 @@ import asyncpg
 from services.receiver import metrics
 from services.receiver.errors import IdempotencyKeyReused, StorageUnavailable
 from services.receiver.incoming import IncomingSms
-from services.receiver.queries import INSERT_SMS, SELECT_DELIVERIES
+from services.receiver.queries import INSERT_BATCH, INSERT_SMS, SELECT_DELIVERIES
 from sms_gateway import db
 from sms_gateway.errors import RetriesExhaustedError
 from sms_gateway.retry import retry_transient
@@ -72,6 +72,20 @@ async def _insert(connection: asyncpg.Connection, rows: Sequence[IncomingSms]) -
     for record in records:
         uuids[record["position"] - 1] = record["uuid"]
     return uuids
+
+
+async def _insert_batch(
+    connection: asyncpg.Connection, rows: Sequence[IncomingSms]
+) -> list[UUID | None]:
+    """Insert an unkeyed batch (one source, nothing can conflict); the uuids in input order."""
+    records = await connection.fetch(
+        INSERT_BATCH,
+        [row.sender_number for row in rows],
+        [row.sms_message for row in rows],
+        [row.received_timestamp for row in rows],
+        rows[0].source,
+    )
+    return [record[0] for record in records]
 
 
 async def _earlier_deliveries(
@@ -275,6 +289,8 @@ class SmsStore:
                 asyncio.timeout(self._attempt_timeout),
                 db.transaction(self._pool) as connection,
             ):
+                if not keyed:
+                    return await _insert_batch(connection, rows)
                 uuids = await _insert(connection, rows)
                 inserted = sum(uuid is not None for uuid in uuids)
                 if 0 < inserted < len(rows):

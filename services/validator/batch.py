@@ -220,7 +220,7 @@ class BatchRunner:
         if outcome.size == 0:
             return outcome
         metrics.BATCH_SECONDS.labels(kind).observe(time.perf_counter() - started)
-        redis_ns = await self._write_through(outcome, written.moves)
+        redis_ns, redis_failed = await self._write_through(outcome, written.moves)
         self._count(outcome)
         if self.tracing and outcome.batch_id is not None:
             emit_spans(
@@ -228,6 +228,7 @@ class BatchRunner:
                 batch_id=outcome.batch_id,
                 write_ns=written.write_ns,
                 redis_ns=redis_ns,
+                redis_failed=redis_failed,
             )
         return outcome
 
@@ -442,9 +443,11 @@ class BatchRunner:
 
     async def _write_through(
         self, outcome: BatchOutcome, moves: Mapping[int, tuple[int, int]]
-    ) -> tuple[int, int] | None:
+    ) -> tuple[tuple[int, int] | None, bool]:
+        """Add the batch's new senders to the set; returns when it ran (None: nothing to add)
+        and whether it failed (the partitions' next batches catch up)."""
         if not moves:
-            return None
+            return None, False
         started = time.time_ns()
         settings = outcome.settings
         try:
@@ -460,9 +463,10 @@ class BatchRunner:
                 "write-through to redis failed; the next batch catches up",
                 extra={"batch_id": str(outcome.batch_id), "error": type(exc).__name__},
             )
-        if reply is None or reply < 0:
+        failed = reply is None or reply < 0
+        if failed:
             index.WRITE_THROUGH_FAILURES.inc()
-        return started, time.time_ns()
+        return (started, time.time_ns()), failed
 
     # ------------------------------------------------------------------ the index
     async def warm_up(self) -> None:

@@ -11,7 +11,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -107,10 +107,21 @@ def gateway(database: FreshDatabase, infra: Infra, tmp_path: Path) -> Iterator[d
             wait_ready(service, deadline)
         yield services
     finally:
-        for service in services.values():
-            if service.process.poll() is None:
-                service.process.kill()
-                service.process.wait()
+        stop_all(services.values())
+
+
+def stop_all(services: Iterable[Service]) -> None:
+    """SIGTERM, then SIGKILL what is still running after 30 s. A SIGKILL alone would leave a
+    receiver's gunicorn workers running without their master."""
+    running = [service for service in services if service.process.poll() is None]
+    for service in running:
+        service.process.terminate()
+    for service in running:
+        try:
+            service.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            service.process.kill()
+            service.process.wait()
 
 
 def verification_sms(sender: str, *, header: str = "ACME", tamper: bool = False) -> dict[str, Any]:
