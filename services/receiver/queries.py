@@ -23,18 +23,11 @@ FROM store_input_sms($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::
 # A batch without a key (SPEC §4.2): no row can conflict, so the statement skips ON CONFLICT and
 # the join that tells skipped rows apart, and the batch's one source is a parameter rather than
 # an array of a thousand copies. The uuids come back in input order from the materialised rows.
+# A whole batch without delivery keys: store_input_batch (db/init/0010), the uuids in the
+# items' order.
 INSERT_BATCH: Final = """
-WITH incoming AS MATERIALIZED (
-    SELECT uuid_generate_v7() AS uuid, item.*
-    FROM unnest($1::text[], $2::text[], $3::timestamptz[])
-         WITH ORDINALITY AS item (sender_number, sms_message, received_timestamp, position)
-),
-stored AS (
-    INSERT INTO input_sms (uuid, sender_number, sms_message, received_timestamp, source)
-    SELECT uuid, sender_number, sms_message, received_timestamp, $4::text
-    FROM incoming
-)
-SELECT uuid FROM incoming ORDER BY position
+SELECT uuid
+FROM store_input_batch($1::text[], $2::text[], $3::timestamptz[], $4::text) AS stored(uuid)
 """
 
 # The rows of earlier deliveries with these keys (committed: read after our own commit).
