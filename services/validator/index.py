@@ -303,20 +303,15 @@ async def rebuild(client: aioredis.Redis, context: IndexContext, *, reason: str)
                 row["partition_no"]: row["forwarded_seq"]
                 for row in await snapshot.fetch(sql.PARTITION_SEQS)
             }
-            last = ""
-            while True:
-                rows = await snapshot.fetch(sql.FORWARDED_SENDERS_AFTER, last, CHUNK)
-                if not rows:
-                    break
+            rows = await snapshot.fetch(sql.FORWARDED_SENDERS_AFTER, "", CHUNK)
+            while rows:
                 chunk = [row["sender_number"] for row in rows]
-                async with client.pipeline(transaction=False) as pipe:
-                    pipe.sadd(scratch, *chunk)
-                    pipe.expire(scratch, 600)  # a crash mid-rebuild leaves no litter for long
-                    pipe.expire(REBUILD_LOCK_KEY, REBUILD_LOCK_SECONDS)
-                    await pipe.execute()
                 total += len(chunk)
-                last = chunk[-1]
-                await asyncio.sleep(0)  # let the process's other batches breathe
+                # The next chunk is read while this one is written.
+                rows, _ = await asyncio.gather(
+                    snapshot.fetch(sql.FORWARDED_SENDERS_AFTER, chunk[-1], CHUNK),
+                    _add_to_scratch(client, scratch, chunk),
+                )
         marks: list[str | int] = [context.token, context.partitions]
         for partition, seq in seqs.items():
             marks += [_mark_field(partition), seq]
@@ -334,6 +329,14 @@ async def rebuild(client: aioredis.Redis, context: IndexContext, *, reason: str)
         extra={"reason": reason, "senders": total, "partitions": len(seqs)},
     )
     return total
+
+
+async def _add_to_scratch(client: aioredis.Redis, scratch: str, chunk: list[str]) -> None:
+    async with client.pipeline(transaction=False) as pipe:
+        pipe.sadd(scratch, *chunk)
+        pipe.expire(scratch, 600)  # a crash mid-rebuild leaves no litter for long
+        pipe.expire(REBUILD_LOCK_KEY, REBUILD_LOCK_SECONDS)
+        await pipe.execute()
 
 
 async def write_through(
