@@ -22,16 +22,16 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from opentelemetry import trace
 from opentelemetry.trace import Tracer
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.types import Scope
 
 from services.receiver import incoming, metrics
 from services.receiver.adapters import smsgate, twilio
 from services.receiver.config import ReceiverConfig
 from services.receiver.errors import (
-    BodyTooLarge,
     IdempotencyKeyReused,
     InvalidSms,
-    Problem,
     SignatureRefused,
     StorageUnavailable,
 )
@@ -39,7 +39,6 @@ from services.receiver.limits import REQUEST_STARTED_NS, BodyLimitMiddleware
 from services.receiver.schemas import (
     SMSGATE_EXAMPLE,
     BatchReceipt,
-    ErrorBody,
     Ignored,
     Receipt,
     SmsGateEnvelope,
@@ -51,6 +50,12 @@ from services.receiver.store import SmsStore, StoredSms
 from services.receiver.tracing import record_receive
 from sms_gateway import db
 from sms_gateway.http import HttpMetricsMiddleware, ops_router
+from sms_gateway.problems import (
+    FieldProblem,
+    problem_response,
+    problem_responses,
+    validation_response,
+)
 from sms_gateway.settings import SettingsStore, keep_fresh
 
 logger = logging.getLogger(__name__)
@@ -89,76 +94,66 @@ def _receipt(stored: StoredSms) -> JSONResponse:
     return JSONResponse({"uuid": str(stored.uuid)}, status_code=202, headers=headers)
 
 
-def _error(
-    status: int,
-    detail: str,
-    problems: list[Problem] | None = None,
-    headers: dict[str, str] | None = None,
-) -> JSONResponse:
-    body = {"detail": detail, "errors": [problem.as_json() for problem in problems or []]}
-    return JSONResponse(body, status_code=status, headers=headers)
-
-
 def install_error_handlers(app: FastAPI) -> None:
-    """Every domain error of the receiver becomes its HTTP answer here, and only here."""
+    """Every domain error of the receiver becomes its HTTP answer here, and only here (a body
+    over its cap is refused before it is read, by BodyLimitMiddleware). Each answer is the
+    problem details body of `sms_gateway.problems`."""
 
     async def invalid(_: Request, exc: Exception) -> Response:
         assert isinstance(exc, InvalidSms)
         metrics.REFUSED.labels(reason="invalid").inc()
-        return _error(422, str(exc), exc.problems)
+        return problem_response(422, str(exc), exc.problems)
 
     async def invalid_parameter(_: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
         metrics.REFUSED.labels(reason="invalid").inc()
-        problems = [Problem(str(error["loc"][-1]), str(error["msg"])) for error in exc.errors()]
-        return _error(422, "; ".join(p.describe() for p in problems), problems)
-
-    async def too_large(_: Request, exc: Exception) -> Response:
-        metrics.REFUSED.labels(reason="too_large").inc()
-        return _error(
-            413,
-            str(exc),
-            [Problem("body", str(exc).removeprefix("body: "))],
-            headers={"Connection": "close"},
-        )
+        return validation_response(exc)
 
     async def unsigned(_: Request, exc: Exception) -> Response:
         metrics.REFUSED.labels(reason="signature").inc()
         logger.warning("webhook signature refused", extra={"reason": str(exc)})
-        return _error(401, f"signature refused: {exc}")
+        return problem_response(401, f"signature refused: {exc}")
 
     async def key_reused(_: Request, exc: Exception) -> Response:
         metrics.REFUSED.labels(reason="key_reused").inc()
-        return _error(409, str(exc), [Problem("Idempotency-Key", str(exc))])
+        return problem_response(409, str(exc), [FieldProblem("Idempotency-Key", str(exc))])
 
     async def unavailable(_: Request, exc: Exception) -> Response:
         metrics.UNAVAILABLE.inc()
-        return _error(503, str(exc), headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+        return problem_response(503, str(exc), headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+
+    async def http_error(_: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)  # an unknown path, a wrong method
+        return problem_response(exc.status_code, str(exc.detail), headers=exc.headers)
+
+    async def client_gone(_: Request, __: Exception) -> Response:
+        # The client closed the connection, or the server closed it for reading too slowly
+        # (it was answered 408 then): nobody is left to answer, and it is not a server error.
+        metrics.REFUSED.labels(reason="client_gone").inc()
+        return Response(status_code=408)
 
     app.add_exception_handler(InvalidSms, invalid)
     app.add_exception_handler(RequestValidationError, invalid_parameter)
-    app.add_exception_handler(BodyTooLarge, too_large)
     app.add_exception_handler(SignatureRefused, unsigned)
     app.add_exception_handler(IdempotencyKeyReused, key_reused)
     app.add_exception_handler(StorageUnavailable, unavailable)
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(ClientDisconnect, client_gone)
 
 
 # ---------------------------------------------------------------------------- OpenAPI
 
-_REFUSALS: Final[dict[int | str, dict[str, Any]]] = {
-    413: {"model": ErrorBody, "description": "the body is larger than 64 KiB (16 MiB for a batch)"},
-    422: {
-        "model": ErrorBody,
-        "description": "the request cannot be stored as sent: each "
-        "problem names its field (and item) and rule",
+_REFUSALS: Final = problem_responses(
+    {
+        413: "the body is larger than 64 KiB (16 MiB for a batch)",
+        422: "the request cannot be stored as sent: each problem names its field (and item) "
+        "and rule",
+        503: "the SMS could not be stored within the answer bound (the database is unavailable); "
+        "nothing was stored; retry after Retry-After seconds",
     },
-    503: {
-        "model": ErrorBody,
-        "description": "the database cannot be reached; nothing was "
-        "stored; retry after Retry-After seconds",
-        "headers": {"Retry-After": {"schema": {"type": "integer"}}},
-    },
-}
+    headers={503: {"Retry-After": {"schema": {"type": "integer"}}}},
+)
+_UNSIGNED: Final = problem_responses({401: "the signature does not verify"})
 
 
 def _json_body(schema: dict[str, Any], examples: dict[str, Any]) -> dict[str, Any]:
@@ -295,6 +290,7 @@ def create_app(config: ReceiverConfig) -> FastAPI:
             pool,
             retries=lambda: settings.current.max_database_retries,
             attempt_timeout=config.db_command_timeout,
+            answer_within=config.answer_within_seconds,
             max_wait=config.group_commit_max_wait_ms / 1000,
             max_rows=config.group_commit_max_rows,
             max_flushes=config.group_commit_max_flushes,
@@ -390,10 +386,7 @@ def _add_sms_routes(app: FastAPI) -> None:
         openapi_extra={**_BATCH_BODY, **_BATCH_KEY},
         responses={
             **_REFUSALS,
-            409: {
-                "model": ErrorBody,
-                "description": "the Idempotency-Key was used for a different batch",
-            },
+            **problem_responses({409: "the Idempotency-Key was used for a different batch"}),
         },
     )
     async def receive_batch(request: Request) -> Response:
@@ -431,7 +424,7 @@ def _add_sms_routes(app: FastAPI) -> None:
         responses={
             **_REFUSALS,
             200: {"model": Ignored, "description": "not an sms:received event: nothing stored"},
-            401: {"model": ErrorBody, "description": "the signature does not verify"},
+            **_UNSIGNED,
         },
     )
     async def receive_smsgate(
@@ -471,7 +464,7 @@ def _add_sms_routes(app: FastAPI) -> None:
                 "content": {twilio.TWIML_MEDIA_TYPE: {"example": twilio.EMPTY_TWIML.decode()}},
                 "description": "stored (or a repeat of a stored delivery)",
             },
-            401: {"model": ErrorBody, "description": "the signature does not verify"},
+            **_UNSIGNED,
         },
     )
     async def receive_twilio(

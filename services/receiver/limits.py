@@ -7,22 +7,26 @@ path has a larger cap of its own: 1000 SMS of 1600 characters in any script fit 
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Mapping
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.receiver import metrics
-from services.receiver.errors import BodyTooLarge
+from sms_gateway.problems import FieldProblem, raw_problem
 
 REQUEST_STARTED_NS = "request_started_ns"
 
 
+class _BodyTooLarge(Exception):  # internal: it never leaves this middleware
+    """Ends the app's request once the 413 is sent."""
+
+
 class BodyLimitMiddleware:
     """Refuses a declared `Content-Length` over the limit at once; otherwise counts the bytes
-    as the app reads them and raises `BodyTooLarge` (mapped to 413) past the limit. It also
-    stamps the request's start time into the scope state (the start of the "sms.receive" span).
+    as the app reads them and refuses past the limit: the one place where a 413 is made. It
+    also stamps the request's start time into the scope state (the start of the "sms.receive"
+    span).
     """
 
     def __init__(
@@ -50,36 +54,24 @@ class BodyLimitMiddleware:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
-                    raise BodyTooLarge(_rule(limit))
+                    # The app has not answered (it is still reading): answer for it, then
+                    # end it. Its handlers do not know this exception, so it comes back here.
+                    await self._refuse(send, limit)
+                    raise _BodyTooLarge
             return message
 
-        await self.app(scope, limited_receive, send)
+        try:
+            await self.app(scope, limited_receive, send)
+        except _BodyTooLarge:
+            return
 
     @staticmethod
     async def _refuse(send: Send, limit: int) -> None:
         metrics.REFUSED.labels(reason="too_large").inc()
-        body = json.dumps(
-            {
-                "detail": _rule(limit),
-                "errors": [{"field": "body", "rule": f"must be at most {limit} bytes"}],
-            }
-        ).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"connection", b"close"),
-                ],
-            }
-        )
+        rule = FieldProblem("body", f"must be at most {limit} bytes")
+        headers, body = raw_problem(413, rule.describe(), [rule])
+        await send({"type": "http.response.start", "status": 413, "headers": headers})
         await send({"type": "http.response.body", "body": body})
-
-
-def _rule(limit: int) -> str:
-    return f"body: must be at most {limit} bytes"
 
 
 def _content_length(scope: Scope) -> int | None:

@@ -92,7 +92,8 @@ async def test_unknown_and_malformed_uuids(authed: httpx.AsyncClient) -> None:
     assert str(unknown) in response.json()["detail"]
     response = await authed.get("/sms/not-a-uuid")
     assert response.status_code == 422
-    assert response.json()["detail"][0]["loc"] == ["path", "sms_uuid"]
+    [problem] = response.json()["errors"]  # problem details (sms_gateway.problems)
+    assert (problem["in"], problem["field"]) == ("path", "sms_uuid")
 
 
 # ------------------------------------------------------------------ requeue
