@@ -37,6 +37,7 @@ from pydantic import (
 from sms_gateway import db
 from sms_gateway.errors import ReadOnlySettingError, SettingValueError, UnknownSettingError
 from sms_gateway.logging import set_level
+from sms_gateway.text import require_plain_text
 
 logger = logging.getLogger(__name__)
 
@@ -114,14 +115,34 @@ def _regions_rule(value: tuple[str, ...]) -> tuple[str, ...]:
 
 
 def _hostname_rule(value: str) -> str:
+    require_plain_text(value)
     if value != value.strip() or not value or any(c.isspace() for c in value):
         raise ValueError("a host name or address without white space")
     return value
 
 
-CheckSequence = Annotated[tuple[str, ...], AfterValidator(_check_sequence_rule)]
-CheckEnabled = Annotated[dict[str, StrictBool], AfterValidator(_check_enabled_rule)]
-Regex = Annotated[str, Field(max_length=500), AfterValidator(_regex_rule)]
+def _separator_rule(value: str) -> str:
+    return require_plain_text(value, allow="\t")
+
+
+# Every string a setting holds is plain text (sms_gateway.text): no lone surrogate, no NUL, no
+# control character; the message separator alone may be a TAB.
+PlainText = Annotated[str, AfterValidator(require_plain_text)]
+CheckName = Annotated[PlainText, Field(min_length=1, max_length=50)]
+CheckSequence = Annotated[
+    tuple[CheckName, ...], Field(max_length=100), AfterValidator(_check_sequence_rule)
+]
+CheckEnabled = Annotated[
+    dict[CheckName, StrictBool], Field(max_length=100), AfterValidator(_check_enabled_rule)
+]
+Regex = Annotated[
+    str, Field(max_length=500), AfterValidator(require_plain_text), AfterValidator(_regex_rule)
+]
+AllowedHeaders = Annotated[
+    tuple[Annotated[PlainText, Field(min_length=1, max_length=160)], ...],
+    Field(max_length=10_000),
+]
+Separator = Annotated[str, Field(min_length=1, max_length=3), AfterValidator(_separator_rule)]
 Regions = Annotated[
     tuple[Annotated[str, Field(pattern=r"^[A-Z]{2}$")], ...], AfterValidator(_regions_rule)
 ]
@@ -187,21 +208,28 @@ class RuntimeSettings(BaseModel):
         10, "an integer from 1 to 1000", "pgbouncer default_pool_size"
     )
     redis_host: HostName = _setting(
-        "localhost", "a host name or address", "where Redis is; a change reconnects"
+        "localhost",
+        "a host name or address of at most 255 characters, no white space",
+        "where Redis is; a change reconnects",
     )
     redis_port: Annotated[int, Field(ge=1, le=65_535)] = _setting(
         6379, "an integer from 1 to 65535", "Redis port; a change reconnects"
     )
-    message_separator: Annotated[str, Field(min_length=1, max_length=3)] = _setting(
-        " ", "a string of 1 to 3 characters", "separates HEADER, HASH and MOBILE"
+    message_separator: Separator = _setting(
+        " ",
+        "a string of 1 to 3 characters, no control character but TAB",
+        "separates HEADER, HASH and MOBILE",
     )
     header_pattern: Regex = _setting(
         r"^[A-Z][A-Z0-9]{1,10}$",
-        "a regular expression (full match; empty for none)",
+        "a regular expression of at most 500 characters, no control character (full match; "
+        "empty for none)",
         "the header must match it",
     )
-    header_allowed: tuple[str, ...] = _setting(
-        (), "a JSON list of strings", "allowed headers; empty allows any that match the pattern"
+    header_allowed: AllowedHeaders = _setting(
+        (),
+        "a JSON list of at most 10000 strings of 1 to 160 characters, no control character",
+        "allowed headers; empty allows any that match the pattern",
     )
     hash_length: Annotated[int, Field(ge=0, le=256)] = _setting(
         16, "an integer from 0 to 256", "length of the hash; 0 skips the check"

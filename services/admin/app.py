@@ -23,6 +23,7 @@ from services.admin import ui
 from services.admin.auth import BearerAuthMiddleware, TokenVerifier
 from services.admin.config import AdminConfig
 from services.admin.errors import (
+    InvalidParameters,
     NotAuthenticated,
     SenderNotBlacklisted,
     SmsNotFound,
@@ -156,6 +157,10 @@ def install_error_handlers(app: FastAPI) -> None:
     async def unknown_query_parameters(_: Request, exc: Exception) -> Response:
         return problem_response(422, str(exc))
 
+    async def invalid_parameters(_: Request, exc: Exception) -> Response:
+        assert isinstance(exc, InvalidParameters)
+        return problem_response(422, str(exc), exc.problems)
+
     async def not_found(_: Request, exc: Exception) -> Response:
         return problem_response(404, str(exc))
 
@@ -190,6 +195,7 @@ def install_error_handlers(app: FastAPI) -> None:
         SenderNotBlacklisted: not_found,
         SmsNotInError: conflict,
         UnknownQueryParameters: unknown_query_parameters,
+        InvalidParameters: invalid_parameters,
         RequestValidationError: invalid_request,
         StarletteHTTPException: http_error,
     }

@@ -36,6 +36,7 @@ from sms_gateway.settings import (
     to_json,
     validate_update,
 )
+from sms_gateway.text import MAX_BIGINT
 
 logger = logging.getLogger(__name__)
 
@@ -90,7 +91,8 @@ async def settings_audit(
     key: Annotated[str | None, Query(max_length=50, description="only this key")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     before_id: Annotated[
-        int | None, Query(ge=1, description="next_before_id of the previous page")
+        int | None,
+        Query(ge=1, le=MAX_BIGINT, description="next_before_id of the previous page"),
     ] = None,
 ) -> AuditPage:
     async with db.transaction(state.pool, readonly=True) as connection:
