@@ -16,6 +16,7 @@ import asyncio
 import json
 import logging
 import re
+import warnings
 from collections.abc import Iterable, Mapping
 from typing import Annotated, Any, Final, Literal, Protocol
 from uuid import UUID
@@ -99,7 +100,11 @@ def _check_enabled_rule(
 
 def _regex_rule(value: str) -> str:
     try:
-        re.compile(value)
+        with warnings.catch_warnings():
+            # re's FutureWarnings (e.g. "possible nested set") are about future meanings of
+            # a valid pattern, not errors of it.
+            warnings.simplefilter("ignore", FutureWarning)
+            re.compile(value)
     except re.error as exc:
         raise ValueError(f"not a valid regular expression: {exc}") from None
     return value
@@ -315,13 +320,17 @@ def validate_setting(key: str, value: Any, *, known_checks: Iterable[str] | None
         if isinstance(value, str) and value.strip().lower() in ("true", "false"):
             return value.strip().lower() == "true"
         if not isinstance(value, bool):
-            raise SettingValueError(key, f"must be {setting_rule(key)}; got {value!r}")
+            raise SettingValueError(key, f"must be {setting_rule(key)}; got {_shown(value)}")
         return value
     if key in _JSON_KEYS and isinstance(value, str):
         try:
             value = json.loads(value)
         except json.JSONDecodeError as exc:
             raise SettingValueError(key, f"must be {setting_rule(key)}; not JSON: {exc}") from None
+        except (ValueError, RecursionError):  # an integer of over 4300 digits, deep nesting
+            raise SettingValueError(
+                key, f"must be {setting_rule(key)}; not JSON this service can read"
+            ) from None
     elif isinstance(value, bool) and RuntimeSettings.model_fields[key].annotation is not bool:
         # JSON true/false are not integers here, whatever Python thinks.
         raise SettingValueError(key, f"must be {setting_rule(key)}; got a boolean")
@@ -333,6 +342,15 @@ def validate_setting(key: str, value: Any, *, known_checks: Iterable[str] | None
     except ValidationError as exc:
         detail = "; ".join(_describe(error) for error in exc.errors())
         raise SettingValueError(key, f"must be {setting_rule(key)}; {detail}") from None
+
+
+def _shown(value: Any) -> str:
+    """A short repr of a refused value."""
+    try:
+        text = repr(value)
+    except ValueError:  # an integer of over 4300 digits, or a list holding one
+        return "a value holding an integer out of range"
+    return text if len(text) <= 60 else f"{text[:57]}..."
 
 
 def _describe(error: Mapping[str, Any]) -> str:
