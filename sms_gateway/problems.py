@@ -21,8 +21,10 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any, Final
 
+from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse
 
 PROBLEM_MEDIA_TYPE: Final = "application/problem+json"
@@ -131,6 +133,16 @@ def validation_response(exc: RequestValidationError) -> ProblemResponse:
     return problem_response(422, field_problems(problems), problems)
 
 
+def http_exception_response(exc: StarletteHTTPException) -> ProblemResponse:
+    """Starlette's and FastAPI's own refusals (an unknown path, a wrong method, a body FastAPI
+    cannot parse) as problem details. A body that cannot be parsed is the request's content,
+    like any other bad value: 422, as the services answer every other bad body."""
+    if exc.status_code == HTTPStatus.BAD_REQUEST:
+        problem = FieldProblem("body", "must be a JSON document in UTF-8")
+        return problem_response(422, problem.describe(), [problem])
+    return problem_response(exc.status_code, str(exc.detail), headers=exc.headers)
+
+
 # ---------------------------------------------------------------------------- OpenAPI
 
 
@@ -174,19 +186,47 @@ class ProblemDetails(BaseModel):
 def problem_responses(
     descriptions: Mapping[int, str], headers: Mapping[int, Mapping[str, Any]] | None = None
 ) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI `responses` for refusals: each status with the problem details schema."""
-    schema = {"$ref": "#/components/schemas/ProblemDetails"}
+    """OpenAPI `responses` for refusals: each status with the problem details schema (its
+    media type is set by `document_problems`)."""
     documented: dict[int | str, dict[str, Any]] = {}
     for status, description in descriptions.items():
-        entry: dict[str, Any] = {
-            "model": ProblemDetails,
-            "description": description,
-            "content": {PROBLEM_MEDIA_TYPE: {"schema": schema}},
-        }
+        entry: dict[str, Any] = {"model": ProblemDetails, "description": description}
         if headers and status in headers:
             entry["headers"] = dict(headers[status])
         documented[status] = entry
     return documented
+
+
+def document_problems(app: FastAPI) -> None:
+    """Make `app`'s OpenAPI document say what it answers: every error response with a body
+    (FastAPI's own 422 included) is `application/problem+json` with the ProblemDetails
+    schema, and FastAPI's unused validation error schemas are gone."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        document = build()
+        schemas = document.setdefault("components", {}).setdefault("schemas", {})
+        problem = ProblemDetails.model_json_schema(ref_template="#/components/schemas/{model}")
+        schemas.update(problem.pop("$defs", {}))
+        schemas["ProblemDetails"] = problem
+        body = {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/ProblemDetails"}}}
+        for path_item in document.get("paths", {}).values():
+            for operation in path_item.values():
+                for status, response in operation.get("responses", {}).items():
+                    if status[:1] in ("4", "5") and "content" in response:
+                        response["content"] = body
+                    if status == "422":
+                        response["description"] = response["description"].replace(
+                            "Validation Error", "the request breaks the documented schema"
+                        )
+        for unused in ("HTTPValidationError", "ValidationError"):
+            schemas.pop(unused, None)
+        app.openapi_schema = document
+        return document
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def field_problems(problems: Sequence[FieldProblem]) -> str:

@@ -37,6 +37,8 @@ from sms_gateway.errors import SettingValueError, UnknownSettingError
 from sms_gateway.http import HttpMetricsMiddleware, ops_router
 from sms_gateway.problems import (
     ProblemResponse,
+    document_problems,
+    http_exception_response,
     problem_response,
     validation_response,
 )
@@ -111,6 +113,7 @@ def create_app(config: AdminConfig) -> FastAPI:
     for router in (settings.router, sms.router, blacklist.router, stats.router):
         app.include_router(router, dependencies=protected)
     install_error_handlers(app)
+    document_problems(app)
     app.add_middleware(
         BearerAuthMiddleware, verifier=verifier, public_paths=PUBLIC_PATHS, refuse=unauthorized
     )
@@ -169,7 +172,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def http_error(_: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
-        return problem_response(exc.status_code, str(exc.detail), headers=exc.headers)
+        return http_exception_response(exc)
 
     async def data_error(_: Request, exc: Exception) -> Response:
         # A value the database cannot take (out of a column's range, a bad encoding): the

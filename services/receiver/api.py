@@ -52,6 +52,8 @@ from sms_gateway import db
 from sms_gateway.http import HttpMetricsMiddleware, ops_router
 from sms_gateway.problems import (
     FieldProblem,
+    document_problems,
+    http_exception_response,
     problem_response,
     problem_responses,
     validation_response,
@@ -124,7 +126,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def http_error(_: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)  # an unknown path, a wrong method
-        return problem_response(exc.status_code, str(exc.detail), headers=exc.headers)
+        return http_exception_response(exc)
 
     async def client_gone(_: Request, __: Exception) -> Response:
         # The client closed the connection, or the server closed it for reading too slowly
@@ -324,6 +326,7 @@ def create_app(config: ReceiverConfig) -> FastAPI:
         telemetry={"metrics": False, "logs": False},
     )
     install_error_handlers(app)
+    document_problems(app)
     app.include_router(ops_router(ready))
     _add_sms_routes(app)
     app.add_middleware(
