@@ -44,6 +44,7 @@ def _serve_one_process(config: ReceiverConfig) -> None:
     import uvicorn  # noqa: PLC0415
 
     from services.receiver.api import create_app  # noqa: PLC0415
+    from sms_gateway.http_limits import uvicorn_options  # noqa: PLC0415
 
     setup_tracing(config.service_name, config.otlp_endpoint)
     uvicorn.run(
@@ -54,6 +55,7 @@ def _serve_one_process(config: ReceiverConfig) -> None:
         access_log=False,
         server_header=False,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+        **uvicorn_options(config),
     )
 
 

@@ -32,6 +32,7 @@ from gunicorn import glogging  # type: ignore[import-untyped]
 from gunicorn.app.base import BaseApplication  # type: ignore[import-untyped]
 
 from services.receiver.config import ReceiverConfig
+from sms_gateway.http_limits import uvicorn_options
 from sms_gateway.telemetry import setup_tracing
 
 with warnings.catch_warnings():
@@ -70,6 +71,12 @@ class ReceiverWorker(UvicornWorker):
             logging.getLogger(name).propagate = True
 
 
+def _worker_class(config: ReceiverConfig) -> type[ReceiverWorker]:
+    """ReceiverWorker with the slow-client limits of `config` (sms_gateway.http_limits)."""
+    options = {**ReceiverWorker.CONFIG_KWARGS, **uvicorn_options(config)}
+    return type("ReceiverWorker", (ReceiverWorker,), {"CONFIG_KWARGS": options})
+
+
 class RootLogger(glogging.Logger):  # type: ignore[misc]
     """gunicorn's own messages (workers booting, exiting) through the root handler, in the
     service's log format, instead of gunicorn's stderr handler and format."""
@@ -101,7 +108,7 @@ class ReceiverApplication(BaseApplication):  # type: ignore[misc]
             if ":" in host
             else f"{host}:{self._config.port}",
             "workers": self._config.http_workers,
-            "worker_class": ReceiverWorker,
+            "worker_class": _worker_class(self._config),
             "graceful_timeout": GRACEFUL_TIMEOUT_SECONDS,
             "child_exit": _mark_worker_dead,
             "logger_class": RootLogger,

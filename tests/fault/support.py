@@ -9,13 +9,23 @@ the requests that `LoopBridge.run` submits to it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-from collections.abc import Callable, Coroutine
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
+import asyncpg
 import httpx
 from hypothesis import strategies as st
+
+from tests.conftest import FreshDatabase
 
 T = TypeVar("T")
 
@@ -92,3 +102,120 @@ class LoopBridge:
 async def in_thread(property_test: Callable[[LoopBridge], None]) -> None:
     bridge = LoopBridge(asyncio.get_running_loop())
     await asyncio.to_thread(property_test, bridge)
+
+
+# ---------------------------------------------------------------------------- real processes
+
+
+def free_port() -> int:
+    """A port the system has free now (the services' own test ranges are shared)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
+@dataclass
+class RunningService:
+    process: subprocess.Popen[bytes]
+    base_url: str
+    host: str
+    port: int
+
+
+@contextlib.contextmanager
+def running_receiver(
+    database: FreshDatabase, tmp_path: Path, **environment: str
+) -> Iterator[RunningService]:
+    """The real `sms-receiver` entry point on a free port, as the sms_receiver role through
+    pgbouncer; `environment` adds SMSGW_* variables. Its log is shown when the test fails."""
+    port = free_port()
+    log_path = tmp_path / f"receiver-{port}.log"
+    variables = {
+        "PATH": os.environ.get("PATH", ""),
+        "TMPDIR": str(tmp_path),
+        "SMSGW_ENVIRONMENT": "development",
+        "SMSGW_DATABASE_URL": database.url("sms_receiver"),
+        "SMSGW_DB_POOL_MAX_SIZE": "4",
+        "SMSGW_HTTP_PORT": str(port),
+        "SMSGW_LOG_FORMAT": "text",
+        **environment,
+    }
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [str(Path(sys.executable).parent / "sms-receiver")],
+            env=variables,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        yield RunningService(process, f"http://127.0.0.1:{port}", "127.0.0.1", port)
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        sys.stderr.write(log_path.read_text(errors="replace")[-4000:])  # shown on failure
+
+
+async def wait_ready(service: RunningService) -> None:
+    async with httpx.AsyncClient(base_url=service.base_url, timeout=5) as client:
+        while service.process.poll() is None:
+            with contextlib.suppress(httpx.TransportError):
+                if (await client.get("/ready")).status_code == 200:
+                    return
+            await asyncio.sleep(0.2)
+    raise AssertionError(f"the service exited with {service.process.returncode} before ready")
+
+
+async def pgbouncer_console(database: FreshDatabase, *commands: str) -> None:
+    """Commands to this test stack's own pgbouncer, about this test's database only."""
+    console = await asyncpg.connect(
+        host="127.0.0.1",
+        port=database.stack.pgbouncer_port,
+        user="sms_owner",
+        password=database.stack.owner_password,
+        database="pgbouncer",
+        statement_cache_size=0,
+    )
+    try:
+        for command in commands:
+            await console.execute(command)  # the console speaks the simple protocol only
+    finally:
+        await console.close()
+
+
+@contextlib.asynccontextmanager
+async def read_only_database(database: FreshDatabase) -> AsyncIterator[None]:
+    """The database refuses writes in every new session, as a standby after a failover would;
+    its sessions are ended so that pgbouncer's next server connections are read-only."""
+    admin = await asyncpg.connect(database.stack.pg_admin_url)
+    try:
+        await admin.execute(
+            f'ALTER DATABASE "{database.name}" SET default_transaction_read_only = on'
+        )
+        await _end_sessions(admin, database.name)
+        yield
+    finally:
+        await admin.execute(f'ALTER DATABASE "{database.name}" RESET default_transaction_read_only')
+        await _end_sessions(admin, database.name)
+        await admin.close()
+
+
+async def _end_sessions(admin: asyncpg.Connection, name: str) -> None:
+    await admin.execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+        "WHERE datname = $1 AND pid <> pg_backend_pid()",
+        name,
+    )
+
+
+async def count_rows(database: FreshDatabase, table: str = "input_sms") -> int:
+    connection = await asyncpg.connect(database.direct_url())
+    try:
+        return int(await connection.fetchval(f"SELECT count(*) FROM {table}"))
+    finally:
+        await connection.close()

@@ -28,6 +28,7 @@ from sms_gateway.redis import (
 )
 from sms_gateway.retry import retry_transient
 from tests.conftest import TEST_REDIS_DB, FreshDatabase, Infra
+from tests.fault.support import read_only_database
 
 pytestmark = pytest.mark.fault
 
@@ -93,29 +94,6 @@ async def test_database_bug_states_pass_through(owner_pool: asyncpg.Pool, sqlsta
         )
     assert raised.value.sqlstate == sqlstate
     assert not isinstance(raised.value, db.TRANSIENT_DB_ERRORS)
-
-
-@contextlib.asynccontextmanager
-async def read_only_database(database: FreshDatabase) -> AsyncIterator[None]:
-    """The database refuses writes in every new session, as a standby would; pgbouncer's
-    server connections are reconnected so that the setting reaches them."""
-    admin = await asyncpg.connect(database.stack.pg_admin_url)
-    try:
-        await admin.execute(
-            f'ALTER DATABASE "{database.name}" SET default_transaction_read_only = on'
-        )
-        await admin.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1",
-            database.name,
-        )
-        yield
-    finally:
-        await admin.execute(f'ALTER DATABASE "{database.name}" RESET default_transaction_read_only')
-        await admin.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1",
-            database.name,
-        )
-        await admin.close()
 
 
 async def _write_setting(pool: asyncpg.Pool) -> None:
