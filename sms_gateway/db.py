@@ -93,10 +93,17 @@ async def close_pool(pool: asyncpg.Pool, *, grace: float = 10.0) -> None:
         pool.terminate()
 
 
-async def is_ready(pool: asyncpg.Pool) -> bool:
-    """The database answers through pgbouncer."""
+async def is_ready(pool: asyncpg.Pool, *, writable: bool = False) -> bool:
+    """The database answers through pgbouncer; with `writable`, it also takes writes (a
+    standby after a failover, or default_transaction_read_only, answers but refuses them)."""
     try:
-        async with transaction(pool, readonly=True) as connection:
+        async with transaction(pool, readonly=not writable) as connection:
+            if writable:
+                return bool(
+                    await connection.fetchval(
+                        "SELECT current_setting('transaction_read_only') = 'off'"
+                    )
+                )
             return bool(await connection.fetchval("SELECT true"))
     except TRANSIENT_DB_ERRORS:
         return False

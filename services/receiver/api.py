@@ -312,7 +312,10 @@ def create_app(config: ReceiverConfig) -> FastAPI:
 
     async def ready() -> dict[str, bool]:
         receiver = runtime.get("receiver")
-        return {"database": receiver is not None and await db.is_ready(receiver.pool)}
+        # Writable: a read-only database (a standby) answers, but no SMS can be stored.
+        return {
+            "database": receiver is not None and await db.is_ready(receiver.pool, writable=True)
+        }
 
     app = FastAPI(
         title="SMS gateway receiver",
