@@ -1,20 +1,26 @@
 """Limits on slow and idle HTTP clients, as uvicorn options (`uvicorn_options`).
 
-uvicorn bounds an idle kept-alive connection (`timeout_keep_alive`) and, with
-`limit_concurrency`, the connections and requests it serves at once, but it has no deadline for
+uvicorn bounds an idle kept-alive connection (`timeout_keep_alive`), but it has no deadline for
 reading a request: a client that sends its headers or body a byte at a time, or connects and
 sends nothing, holds its connection (and, past the headers, a request task and its memory) for
-as long as it likes. `SlowClientProtocol` is uvicorn's httptools protocol with two deadlines:
+as long as it likes. `SlowClientProtocol` is uvicorn's httptools protocol with a connection
+limit and two deadlines:
+
+* at most `max_connections` connections at once: one more is answered 503 with Retry-After at
+  once and closed (uvicorn's own `limit_concurrency` answers plain text, and only once the
+  headers are in);
 
 * the request line and headers must arrive within `header_timeout` of the connection (or of
   the first byte of a kept-alive connection's next request), and be at most
   `MAX_HEADER_BYTES`;
 * the body must arrive within `body_timeout` of the end of the headers.
 
-A client that misses one is answered 408 (problem details; 431 for oversized headers) when no
-answer has started, and its connection is closed; the request, if the app was reading it, sees
-the client gone (`http.disconnect`) and stores nothing. Each closing is logged and counted
-(`sms_http_slow_clients_total{phase}`).
+A client that misses a deadline is answered 408 (problem details; 431 for oversized headers)
+when no answer has started, and its connection is closed; the request, if the app was reading
+it, sees the client gone (`http.disconnect`) and stores nothing. Each closing is logged and
+counted (`sms_http_slow_clients_total{phase}`). A refused connection lingers for
+`LINGER_SECONDS`, its input discarded, before it is closed: closing a socket with unread input
+resets it, and the client would lose the answer that says why.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 MAX_HEADER_BYTES: Final = 64 * 1024
+LINGER_SECONDS: Final = 1.0
 
 
 @cache
@@ -48,7 +55,8 @@ def _slow_clients() -> Counter:
     return Counter(
         "sms_http_slow_clients_total",
         "Connections closed because the client did not send its request in time, by phase "
-        "(header, body) or because its headers were too large (header_size).",
+        "(header, body), because its headers were too large (header_size) or because the "
+        "connection limit was reached (connections).",
         ["phase"],
     )
 
@@ -59,20 +67,32 @@ class SlowClientProtocol(HttpToolsProtocol):
 
     header_timeout: float = 5.0
     body_timeout: float = 15.0
+    max_connections: int = 1000
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._read_deadline: asyncio.TimerHandle | None = None
         self._reading_headers = False
         self._header_bytes = 0
+        self._refused = False
 
     # ------------------------------------------------------------------ uvicorn's callbacks
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        if len(self.connections) > self.max_connections:
+            self._close(
+                "connections",
+                HTTPStatus.SERVICE_UNAVAILABLE,
+                f"the receiver serves at most {self.max_connections} connections at once",
+                retry_after=1,
+            )
+            return
         self._expect_headers()
 
     def data_received(self, data: bytes) -> None:
+        if self._refused:  # answered already: the rest of the request is not read
+            return
         if self._reading_headers:
             self._header_bytes += len(data)
             if self._header_bytes > MAX_HEADER_BYTES:
@@ -125,7 +145,9 @@ class SlowClientProtocol(HttpToolsProtocol):
             phase, HTTPStatus.REQUEST_TIMEOUT, f"the {part} did not arrive within {seconds:g} s"
         )
 
-    def _close(self, phase: str, status: HTTPStatus, detail: str) -> None:
+    def _close(
+        self, phase: str, status: HTTPStatus, detail: str, *, retry_after: int | None = None
+    ) -> None:
         self._disarm()
         if self.transport.is_closing():
             return
@@ -136,21 +158,39 @@ class SlowClientProtocol(HttpToolsProtocol):
             extra={"phase": phase, "client": client, "status": int(status)},
         )
         cycle = self.cycle
-        answering = cycle is not None and cycle.response_started and not cycle.response_complete
-        if not answering:
-            headers, body = raw_problem(status, detail)
-            lines = [f"HTTP/1.1 {status.value} {status.phrase}".encode()]
-            lines += [name + b": " + value for name, value in headers]
-            self.transport.write(b"\r\n".join(lines) + b"\r\n\r\n" + body)
-        self.transport.close()
+        if cycle is not None and cycle.response_started and not cycle.response_complete:
+            self.transport.close()  # the app is answering: there is no room for ours
+            return
+        self._refused = True
+        self._reading_headers = False
+        if cycle is not None and not cycle.response_complete:
+            cycle.disconnected = True  # the app, if it is reading this request, sees it gone
+            cycle.message_event.set()
+        headers, body = raw_problem(status, detail, retry_after=retry_after)
+        lines = [f"HTTP/1.1 {status.value} {status.phrase}".encode()]
+        lines += [name + b": " + value for name, value in headers]
+        self.transport.write(b"\r\n".join(lines) + b"\r\n\r\n" + body)
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        self.loop.call_later(LINGER_SECONDS, self._shut)
+
+    def _shut(self) -> None:
+        if not self.transport.is_closing():
+            self.transport.close()
 
 
-def slow_client_protocol(*, header_timeout: float, body_timeout: float) -> type[HttpToolsProtocol]:
-    """The protocol class to give uvicorn as `http`, with these deadlines."""
+def slow_client_protocol(
+    *, header_timeout: float, body_timeout: float, max_connections: int
+) -> type[HttpToolsProtocol]:
+    """The protocol class to give uvicorn as `http`, with these limits."""
     return type(
         "SlowClientProtocol",
         (SlowClientProtocol,),
-        {"header_timeout": header_timeout, "body_timeout": body_timeout},
+        {
+            "header_timeout": header_timeout,
+            "body_timeout": body_timeout,
+            "max_connections": max_connections,
+        },
     )
 
 
@@ -158,10 +198,10 @@ def uvicorn_options(config: BootstrapConfig) -> dict[str, Any]:
     """The uvicorn options that bound slow, idle and too many clients (`config.http_*`)."""
     return {
         "http": slow_client_protocol(
-            header_timeout=config.http_header_timeout, body_timeout=config.http_body_timeout
+            header_timeout=config.http_header_timeout,
+            body_timeout=config.http_body_timeout,
+            max_connections=config.http_max_connections,
         ),
         "timeout_keep_alive": config.http_keep_alive_timeout,
-        # Connections and requests at once; past it uvicorn answers 503 at once.
-        "limit_concurrency": config.http_max_connections,
         "h11_max_incomplete_event_size": MAX_HEADER_BYTES,  # the same bound under h11
     }

@@ -99,7 +99,12 @@ def problem_response(
 
 
 def raw_problem(
-    status: int, detail: str, errors: Iterable[FieldProblem] = (), **extensions: object
+    status: int,
+    detail: str,
+    errors: Iterable[FieldProblem] = (),
+    *,
+    retry_after: int | None = None,
+    **extensions: object,
 ) -> tuple[list[tuple[bytes, bytes]], bytes]:
     """Headers and body of a problem answered below the app (pure ASGI or the HTTP server);
     the connection is closed after it, since the rest of the request is not read."""
@@ -109,6 +114,8 @@ def raw_problem(
         (b"content-length", str(len(body)).encode()),
         (b"connection", b"close"),
     ]
+    if retry_after is not None:
+        headers.append((b"retry-after", str(retry_after).encode()))
     return headers, body
 
 

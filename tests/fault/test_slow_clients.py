@@ -127,9 +127,9 @@ async def test_oversized_headers_are_431(receiver: RunningService) -> None:
 async def test_idle_half_requests_do_not_exhaust_the_receiver(
     receiver: RunningService, database: FreshDatabase
 ) -> None:
-    """More idle half-requests than the connection limit: while they are open, a real request
-    is answered (202, or 503 past the limit: never a hang); each is closed at its header
-    deadline, and then requests are stored again."""
+    """More idle half-requests than the connection limit: those past it are refused at once
+    (503), a real request meanwhile is answered (202, or 503 past the limit: never a hang), the
+    rest are closed at their header deadline, and then requests are stored again."""
     idle = [
         await asyncio.open_connection(receiver.host, receiver.port)
         for _ in range(MAX_CONNECTIONS * 2 + 10)
@@ -140,11 +140,23 @@ async def test_idle_half_requests_do_not_exhaust_the_receiver(
         async with httpx.AsyncClient(base_url=receiver.base_url, timeout=CLIENT_PATIENCE) as c:
             during = await c.post("/sms/receive", json=SMS)
             assert during.status_code in (202, 503), during.text
+            if during.status_code == 503:  # past the connection limit: refused at once
+                assert during.headers["content-type"] == "application/problem+json"
+                assert int(during.headers["retry-after"]) > 0
             closed = await asyncio.wait_for(
                 asyncio.gather(*(reader.read() for reader, _ in idle)), CLIENT_PATIENCE
             )
-            assert all(answer.startswith(b"HTTP/1.1 408 ") for answer in closed)
-            after = await c.post("/sms/receive", json=SMS)
+            # Over the limit: 503 at once; within it: 408 at the header deadline.
+            statuses = sorted(answer[9:12] for answer in closed)
+            assert set(statuses) == {b"408", b"503"}, statuses
+            for _, writer in idle:
+                writer.close()
+            for _ in range(50):  # a refused connection lingers a second before it is closed
+                after = await c.post("/sms/receive", json=SMS)
+                if after.status_code == 202:
+                    break
+                assert after.status_code == 503, after.text
+                await asyncio.sleep(0.1)
             assert after.status_code == 202, after.text
             metrics = (await c.get("/metrics")).text
     finally:
@@ -152,3 +164,4 @@ async def test_idle_half_requests_do_not_exhaust_the_receiver(
             writer.close()
     assert await count_rows(database) == (2 if during.status_code == 202 else 1)
     assert 'sms_http_slow_clients_total{phase="header"}' in metrics
+    assert 'sms_http_slow_clients_total{phase="connections"}' in metrics
