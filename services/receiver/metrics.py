@@ -28,9 +28,9 @@ UNAVAILABLE = Counter(
 )
 STORE_FAILURES = Counter(
     "sms_receiver_store_failures_total",
-    "Groups or batches not stored (their requests answered 503), by cause: outage (a "
-    "transient fault outlasted the retries), deadline (no commit within the answer bound), "
-    "error (anything else, logged with its traceback).",
+    "Failures to store, their requests answered 503, by cause: outage (a group or batch whose "
+    "transient fault outlasted the retries), deadline (a group, batch or queued request that "
+    "reached the answer bound), error (anything else, logged with its traceback).",
     ["cause"],
 )
 REFUSED = Counter("sms_receiver_refused_total", "Requests refused, by reason.", ["reason"])
