@@ -122,6 +122,14 @@ class SlowClientProtocol(HttpToolsProtocol):
         self._disarm()
         super().connection_lost(exc)
 
+    def send_400_response(self, msg: str) -> None:
+        """Not HTTP at all (the parser gave up): the same problem details body as every other
+        refusal, where uvicorn answers plain text."""
+        headers, body = raw_problem(HTTPStatus.BAD_REQUEST, f"not a valid HTTP/1.1 request: {msg}")
+        lines = [b"HTTP/1.1 400 Bad Request", *(name + b": " + value for name, value in headers)]
+        self.transport.write(b"\r\n".join(lines) + b"\r\n\r\n" + body)
+        self.transport.close()
+
     # ------------------------------------------------------------------ deadlines
 
     def _expect_headers(self) -> None:

@@ -165,3 +165,14 @@ async def test_idle_half_requests_do_not_exhaust_the_receiver(
     assert await count_rows(database) == (2 if during.status_code == 202 else 1)
     assert 'sms_http_slow_clients_total{phase="header"}' in metrics
     assert 'sms_http_slow_clients_total{phase="connections"}' in metrics
+
+
+async def test_a_request_that_is_not_http_is_400_problem_details(receiver: RunningService) -> None:
+    reader, writer = await asyncio.open_connection(receiver.host, receiver.port)
+    try:
+        writer.write(b"POST /sms/receive HTTP/1.1\r\nContent-Length: -5\r\n\r\n")
+        answer = await asyncio.wait_for(reader.read(), CLIENT_PATIENCE)
+    finally:
+        writer.close()
+    assert answer.startswith(b"HTTP/1.1 400 "), answer
+    assert b"application/problem+json" in answer
