@@ -17,7 +17,7 @@ import pytest
 
 from sms_gateway.problems import PROBLEM_MEDIA_TYPE
 from tests.admin.conftest import audit_rows, stored_settings
-from tests.receiver.conftest import SMS, stored_rows
+from tests.receiver.conftest import SMS, ClientFactory, stored_rows
 
 pytestmark = pytest.mark.fault
 
@@ -81,6 +81,19 @@ async def test_twilio_refuses_nul_and_a_huge_form(
         response = await client.post("/sms/receive/twilio", content=raw, headers=form)
         assert 400 <= response.status_code < 500, (raw, response.text)
         assert response.headers["content-type"] == PROBLEM_MEDIA_TYPE
+    assert await stored_rows(owner_pool) == []
+
+
+async def test_a_smsgate_timestamp_of_thousands_of_digits_is_refused(
+    receiver_client: ClientFactory, owner_pool: asyncpg.Pool
+) -> None:
+    async with receiver_client(smsgate_signing_key="k" * 32) as signed:
+        response = await signed.post(
+            "/sms/receive/smsgate",
+            content=b"{}",
+            headers={"X-Signature": "00", "X-Timestamp": "9" * 4000},
+        )
+    assert_problem(response, 401, "X-Timestamp")
     assert await stored_rows(owner_pool) == []
 
 

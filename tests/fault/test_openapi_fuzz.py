@@ -25,6 +25,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from tests.fault.support import LoopBridge, in_thread
+from tests.receiver.conftest import ClientFactory
 
 pytestmark = [pytest.mark.fault, pytest.mark.slow]
 
@@ -77,9 +78,14 @@ def fuzz(bridge: LoopBridge, client: httpx.AsyncClient, document: dict[str, Any]
         request()
 
 
-async def test_the_receivers_openapi_document(client: httpx.AsyncClient) -> None:
-    document = (await client.get("/openapi.json")).json()
-    await in_thread(lambda bridge: fuzz(bridge, client, document))
+@pytest.mark.parametrize("signed", [False, True], ids=["unsigned", "signed"])
+async def test_the_receivers_openapi_document(receiver_client: ClientFactory, signed: bool) -> None:
+    """Signed: with the adapters' keys configured, so that the signature checks see the
+    generated headers (mostly refused, 401)."""
+    keys = {"smsgate_signing_key": "k" * 32, "twilio_auth_token": "t" * 32} if signed else {}
+    async with receiver_client(**keys) as client:
+        document = (await client.get("/openapi.json")).json()
+        await in_thread(lambda bridge: fuzz(bridge, client, document))
 
 
 async def test_the_admins_openapi_document(authed: httpx.AsyncClient) -> None:

@@ -55,7 +55,8 @@ def verify_signature(
     except (ValueError, UnicodeEncodeError):
         raise SignatureRefused("X-Timestamp must be Unix seconds") from None
     current = time.time() if now is None else now
-    if abs(current - timestamp) > MAX_CLOCK_SKEW_SECONDS:
+    # Compared as integers: a timestamp of thousands of digits does not fit a float.
+    if abs(int(current) - timestamp) > MAX_CLOCK_SKEW_SECONDS:
         raise SignatureRefused(
             f"X-Timestamp is more than {MAX_CLOCK_SKEW_SECONDS} s away from the receiver's clock"
         )
