@@ -99,6 +99,9 @@ def _check_enabled_rule(
 
 
 def _regex_rule(value: str) -> str:
+    if value != value.strip():
+        # The stored text is trimmed when it is read: " " would be read back as "", no pattern.
+        raise ValueError("it starts or ends with white space, which is trimmed when read")
     try:
         with warnings.catch_warnings():
             # re's FutureWarnings (e.g. "possible nested set") are about future meanings of
@@ -227,8 +230,8 @@ class RuntimeSettings(BaseModel):
     )
     header_pattern: Regex = _setting(
         r"^[A-Z][A-Z0-9]{1,10}$",
-        "a regular expression of at most 500 characters, no control character (full match; "
-        "empty for none)",
+        "a regular expression of at most 500 characters, no control character, not starting or "
+        "ending with white space (full match; empty for none)",
         "the header must match it",
     )
     header_allowed: AllowedHeaders = _setting(
