@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from typing import Any
+from urllib.parse import urlencode
 
 import asyncpg
 import httpx
@@ -134,6 +135,43 @@ async def test_any_bytes_to_the_receiver_are_refused(
 
     await in_thread(check)
     assert await _count(owner_pool, "input_sms") == 0  # no random bytes make a whole SMS
+
+
+TWILIO_FIELDS = st.sampled_from(["MessageSid", "From", "To", "Body", "NumMedia"]) | ANY_TEXT
+
+
+async def test_any_form_to_twilio_is_stored_or_refused(
+    client: httpx.AsyncClient, owner_pool: asyncpg.Pool
+) -> None:
+    def check(bridge: LoopBridge) -> None:
+        @PROPERTY
+        @given(
+            form=st.dictionaries(
+                TWILIO_FIELDS, ANY_TEXT | st.sampled_from(["+447700900123", "hi"]), max_size=6
+            )
+        )
+        def receive(form: dict[str, str]) -> None:
+            before = bridge.run(_count(owner_pool, "input_sms"))
+            raw = urlencode(
+                [
+                    (k.encode("utf-8", "surrogatepass"), v.encode("utf-8", "surrogatepass"))
+                    for k, v in form.items()
+                ]
+            )
+            response = bridge.request(
+                client,
+                "POST",
+                "/sms/receive/twilio",
+                content=raw.encode("ascii"),
+                headers={"Content-Type": "application/x-www-form-urlencoded"},
+            )
+            assert_answer(response)
+            stored = bridge.run(_count(owner_pool, "input_sms")) - before
+            assert stored <= (1 if response.status_code == 200 else 0)
+
+        receive()
+
+    await in_thread(check)
 
 
 async def test_any_value_for_any_setting_through_the_admin_api(
