@@ -32,7 +32,7 @@ from uuid import UUID
 import asyncpg
 
 import checks
-from checks.base import CheckContext, CheckResult, CheckSecrets, IncomingSms, MessageParts
+from checks.base import CheckContext, CheckResult, CheckSecrets, MessageParts, SmsToJudge
 from services.validator import sql
 from services.validator.batch import BatchRunner
 from services.validator.index import SET_KEY
@@ -111,7 +111,7 @@ async def run_naive(pool: asyncpg.Pool, link: RedisLink, limit: int) -> int:
             )
             if row is None:
                 break
-            sms = IncomingSms(
+            sms = SmsToJudge(
                 row["uuid"],
                 row["sender_number"],
                 row["sms_message"],
@@ -183,7 +183,7 @@ async def run_naive(pool: asyncpg.Pool, link: RedisLink, limit: int) -> int:
 def checks_only(stream: list[tuple[str, str]]) -> float:
     """SMS/s of the pipeline in memory: the CPU floor of any scheme on this interpreter."""
     now = datetime.now(UTC)
-    batch = [IncomingSms(UUID(int=i + 1), s, m, now, now) for i, (s, m) in enumerate(stream)]
+    batch = [SmsToJudge(UUID(int=i + 1), s, m, now, now) for i, (s, m) in enumerate(stream)]
     ledger = BatchLedger({}, set(), set())
     started = time.perf_counter()
     judge_batch(

@@ -26,7 +26,7 @@ import asyncpg
 import redis.asyncio as aioredis
 
 from checks import configuration_problems
-from checks.base import Check, CheckResult, CheckSecrets, IncomingSms
+from checks.base import Check, CheckResult, CheckSecrets, SmsToJudge
 from services.validator import index, metrics, sql
 from services.validator.errors import DoubleJudgementError
 from services.validator.ledger import BatchLedger
@@ -150,7 +150,7 @@ class BatchRunner:
             return BatchOutcome(kind, settings), *nothing
 
         batch = [
-            IncomingSms(
+            SmsToJudge(
                 row["uuid"],
                 row["sender_number"],
                 row["sms_message"],

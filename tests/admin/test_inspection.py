@@ -9,7 +9,7 @@ import asyncpg
 import httpx
 
 from checks import REGISTRY
-from checks.base import CheckContext, CheckResult, CheckSecrets, IncomingSms, MessageParts
+from checks.base import CheckContext, CheckResult, CheckSecrets, MessageParts, SmsToJudge
 from sms_gateway.settings import DEFAULTS
 from tests.admin.conftest import insert_sms
 
@@ -226,7 +226,7 @@ def judge_with_blacklist_check(
 
     now = datetime.now(UTC)
     message = "ACME 0123456789abcdef +447700900123"
-    sms = IncomingSms(uuid4(), sender_number, message, now, now)
+    sms = SmsToJudge(uuid4(), sender_number, message, now, now)
     context = CheckContext(
         DEFAULTS, CheckSecrets(), MessageParts.parse(message, " "), now, TableLedger()
     )
