@@ -32,7 +32,7 @@ RETURNING uuid
 """
 
 
-def _parse(body: bytes) -> incoming.IncomingSms:
+def _parse(body: bytes) -> incoming.SmsToStore:
     return incoming.single_sms(
         incoming.parse_json_body(body), max_message_length=1600, source="api", client_event_id=None
     )

@@ -60,7 +60,7 @@ class MessageParts:
 
 
 @dataclass(frozen=True, slots=True)
-class IncomingSms:
+class SmsToJudge:
     """One row of input_sms as the checks see it."""
 
     uuid: UUID
@@ -113,7 +113,7 @@ class Check(Protocol):
     @property
     def name(self) -> str: ...
 
-    def __call__(self, sms: IncomingSms, context: CheckContext) -> CheckResult: ...
+    def __call__(self, sms: SmsToJudge, context: CheckContext) -> CheckResult: ...
 
 
 @runtime_checkable

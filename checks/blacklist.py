@@ -13,13 +13,13 @@ from __future__ import annotations
 
 from typing import Final
 
-from checks.base import CheckContext, CheckResult, IncomingSms
+from checks.base import CheckContext, CheckResult, SmsToJudge
 
 
 class BlacklistCheck:
     name: Final = "blacklist"
 
-    def __call__(self, sms: IncomingSms, context: CheckContext) -> CheckResult:
+    def __call__(self, sms: SmsToJudge, context: CheckContext) -> CheckResult:
         ledger = context.ledger
         sender = sms.sender_number
         count = ledger.increment_count(sender)

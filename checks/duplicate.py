@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from typing import Final
 
-from checks.base import CheckContext, CheckResult, IncomingSms
+from checks.base import CheckContext, CheckResult, SmsToJudge
 
 
 class DuplicateCheck:
     name: Final = "duplicate"
 
-    def __call__(self, sms: IncomingSms, context: CheckContext) -> CheckResult:
+    def __call__(self, sms: SmsToJudge, context: CheckContext) -> CheckResult:
         if context.ledger.is_forwarded(sms.sender_number):
             return CheckResult.FAIL
         return CheckResult.PASS

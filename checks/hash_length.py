@@ -25,7 +25,7 @@ from collections.abc import Callable
 from functools import lru_cache
 from typing import Final, Literal
 
-from checks.base import CheckContext, CheckResult, CheckSecrets, IncomingSms
+from checks.base import CheckContext, CheckResult, CheckSecrets, SmsToJudge
 from checks.errors import CheckConfigurationError
 from sms_gateway.settings import RuntimeSettings
 
@@ -83,7 +83,7 @@ def expected_hash(
 class HashLengthCheck:
     name: Final = "hash_length"
 
-    def __call__(self, sms: IncomingSms, context: CheckContext) -> CheckResult:
+    def __call__(self, sms: SmsToJudge, context: CheckContext) -> CheckResult:
         settings = context.settings
         length = settings.hash_length
         if length == 0:

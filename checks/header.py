@@ -11,7 +11,7 @@ import re
 from functools import lru_cache
 from typing import Final
 
-from checks.base import CheckContext, CheckResult, IncomingSms
+from checks.base import CheckContext, CheckResult, SmsToJudge
 
 
 @lru_cache(maxsize=16)
@@ -23,7 +23,7 @@ def _compiled(pattern: str) -> re.Pattern[str]:
 class HeaderCheck:
     name: Final = "header"
 
-    def __call__(self, sms: IncomingSms, context: CheckContext) -> CheckResult:
+    def __call__(self, sms: SmsToJudge, context: CheckContext) -> CheckResult:
         pattern = context.settings.header_pattern
         allowed = context.settings.header_allowed
         if not pattern and not allowed:

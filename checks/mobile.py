@@ -39,7 +39,7 @@ import phonenumbers
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from checks.base import CheckContext, CheckResult, CheckSecrets, IncomingSms
+from checks.base import CheckContext, CheckResult, CheckSecrets, SmsToJudge
 from checks.errors import CheckConfigurationError, MissingSecretError
 from sms_gateway.settings import RuntimeSettings
 
@@ -156,7 +156,7 @@ def valid_region(number: phonenumbers.PhoneNumber) -> str | None:
 class MobileCheck:
     name: Final = "mobile"
 
-    def __call__(self, sms: IncomingSms, context: CheckContext) -> CheckResult:
+    def __call__(self, sms: SmsToJudge, context: CheckContext) -> CheckResult:
         settings = context.settings
         encoding = settings.mobile_encoding
         if encoding == "none":

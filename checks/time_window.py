@@ -16,13 +16,13 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Final
 
-from checks.base import CheckContext, CheckResult, IncomingSms
+from checks.base import CheckContext, CheckResult, SmsToJudge
 
 
 class TimeWindowCheck:
     name: Final = "time_window"
 
-    def __call__(self, sms: IncomingSms, context: CheckContext) -> CheckResult:
+    def __call__(self, sms: SmsToJudge, context: CheckContext) -> CheckResult:
         settings = context.settings
         window = settings.validation_time_window
         if window == 0:

@@ -110,6 +110,23 @@ class BootstrapConfig(BaseSettings):
         description="processes of this service on its port (gunicorn with uvicorn workers "
         "when more than 1); unset: the service's default",
     )
+    # Slow and idle clients (sms_gateway.http_limits): how long a client may take to send its
+    # request, how long an idle kept-alive connection stays, how many connections at once.
+    http_header_timeout: float = Field(
+        5.0, gt=0, le=300, description="seconds to receive the request line and headers"
+    )
+    http_body_timeout: float = Field(
+        15.0, gt=0, le=600, description="seconds to receive the body once the headers are in"
+    )
+    http_keep_alive_timeout: float = Field(
+        5.0, gt=0, le=300, description="seconds an idle kept-alive connection stays open"
+    )
+    http_max_connections: int = Field(
+        1000,
+        ge=1,
+        le=100_000,
+        description="connections and requests served at once per process; past it, 503",
+    )
 
     @classmethod
     def settings_customise_sources(

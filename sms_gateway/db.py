@@ -22,20 +22,33 @@ from typing import Any, Final
 
 import asyncpg
 
+# What is worth waiting out, by SQLSTATE class through asyncpg's exception classes (a message is
+# never parsed): the database, pgbouncer or the network is unwell, not our SQL. Everything else
+# (a constraint, a type, a syntax error, a permission) is a bug or bad data and passes through.
 TRANSIENT_DB_ERRORS: Final[tuple[type[BaseException], ...]] = (
     OSError,  # refused or reset connections
     asyncio.TimeoutError,
-    asyncpg.exceptions.PostgresConnectionError,  # SQLSTATE class 08, pgbouncer's own errors
-    asyncpg.exceptions.CannotConnectNowError,
-    asyncpg.exceptions.TooManyConnectionsError,
-    asyncpg.exceptions.AdminShutdownError,
-    asyncpg.exceptions.CrashShutdownError,
+    asyncpg.exceptions.InterfaceError,  # e.g. the connection was closed under us
+    # 08: connection exceptions, including pgbouncer's own refusals (08P01).
+    asyncpg.exceptions.PostgresConnectionError,
+    # 25006: a read-only transaction, what a failover to a standby behind pgbouncer looks like
+    # (or default_transaction_read_only during maintenance).
+    asyncpg.exceptions.ReadOnlySQLTransactionError,
+    # 40001, 40P01: the transaction lost a race; running it again is the documented remedy.
     asyncpg.exceptions.SerializationError,
     asyncpg.exceptions.DeadlockDetectedError,
-    asyncpg.exceptions.QueryCanceledError,  # statement_timeout or a pgbouncer query_timeout
-    asyncpg.exceptions.InterfaceError,  # e.g. the connection was closed under us
-    asyncpg.exceptions.ConnectionDoesNotExistError,
+    # 53: insufficient resources (disk full, out of memory, too many connections).
+    asyncpg.exceptions.InsufficientResourcesError,
+    # 57014 and 57P*: a cancelled statement (statement_timeout, pgbouncer's query_timeout),
+    # a shutdown, a crash, a server not yet accepting connections, an idle session closed.
+    asyncpg.exceptions.QueryCanceledError,
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.CrashShutdownError,
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.DatabaseDroppedError,
+    asyncpg.exceptions.IdleSessionTimeoutError,
 )
+
 
 Connection = asyncpg.Connection
 Pool = asyncpg.Pool
@@ -80,10 +93,17 @@ async def close_pool(pool: asyncpg.Pool, *, grace: float = 10.0) -> None:
         pool.terminate()
 
 
-async def is_ready(pool: asyncpg.Pool) -> bool:
-    """The database answers through pgbouncer."""
+async def is_ready(pool: asyncpg.Pool, *, writable: bool = False) -> bool:
+    """The database answers through pgbouncer; with `writable`, it also takes writes (a
+    standby after a failover, or default_transaction_read_only, answers but refuses them)."""
     try:
-        async with transaction(pool, readonly=True) as connection:
+        async with transaction(pool, readonly=not writable) as connection:
+            if writable:
+                return bool(
+                    await connection.fetchval(
+                        "SELECT current_setting('transaction_read_only') = 'off'"
+                    )
+                )
             return bool(await connection.fetchval("SELECT true"))
     except TRANSIENT_DB_ERRORS:
         return False

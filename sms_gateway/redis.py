@@ -8,17 +8,46 @@ from typing import Final
 
 import redis.asyncio as aioredis
 import redis.exceptions
+from redis._parsers import _AsyncRESP2Parser
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 logger = logging.getLogger(__name__)
 
+
+class RedisMisconfiguredError(redis.exceptions.ResponseError):
+    """MISCONF: Redis refuses writes because its last snapshot failed (a full or read-only
+    disk); it accepts them again once a snapshot succeeds."""
+
+
+class RedisBusyError(redis.exceptions.ResponseError):
+    """BUSY: a script or function has run past busy-reply-threshold; Redis answers again once
+    it ends or is killed."""
+
+
+class _GatewayParser(_AsyncRESP2Parser):
+    """redis-py's parser, plus the two error kinds it has no class for (MISCONF, BUSY), so
+    that every Redis outage is told apart by its class, as redis-py does for OOM, READONLY and
+    LOADING: the kind is the reply's first word, the protocol's equivalent of a SQLSTATE."""
+
+    EXCEPTION_CLASSES = {  # noqa: RUF012 (redis-py's own class attribute)
+        **_AsyncRESP2Parser.EXCEPTION_CLASSES,
+        "MISCONF": RedisMisconfiguredError,
+        "BUSY": RedisBusyError,
+    }
+
+
+# What is worth waiting out: Redis unreachable, or up but refusing for a while. Anything else
+# (a wrong type, an unknown command, a refused password) is a bug or a configuration error.
 TRANSIENT_REDIS_ERRORS: Final[tuple[type[BaseException], ...]] = (
     OSError,
-    redis.exceptions.ConnectionError,
+    redis.exceptions.ConnectionError,  # includes LOADING (BusyLoadingError)
     redis.exceptions.TimeoutError,
-    redis.exceptions.BusyLoadingError,
     redis.exceptions.TryAgainError,
+    redis.exceptions.OutOfMemoryError,  # OOM: at maxmemory with noeviction (SPEC §5.4)
+    redis.exceptions.ReadOnlyError,  # READONLY: a replica, e.g. during a failover
+    RedisMisconfiguredError,
+    RedisBusyError,
 )
 
 Redis = aioredis.Redis
@@ -48,7 +77,7 @@ class RedisLink:
                     extra={"redis_host": host, "redis_port": port},
                 )
                 await self._client.aclose()
-            self._client = aioredis.Redis(
+            pool = aioredis.ConnectionPool(
                 host=host,
                 port=port,
                 db=self._db,
@@ -58,7 +87,10 @@ class RedisLink:
                 health_check_interval=30,
                 decode_responses=True,
                 retry=Retry(NoBackoff(), 0),
+                parser_class=_GatewayParser,
+                protocol=2,
             )
+            self._client = aioredis.Redis.from_pool(pool)
             self._target = (host, port)
         return self._client
 

@@ -119,6 +119,8 @@ def _load_app(config: BootstrapConfig, factory: str) -> Any:
 def _serve_one_process(config: BootstrapConfig, factory: str) -> None:
     import uvicorn  # noqa: PLC0415 (after the process model is chosen)
 
+    from sms_gateway.http_limits import uvicorn_options  # noqa: PLC0415 (imports uvicorn)
+
     uvicorn.run(
         _load_app(config, factory),
         host=config.http_host,
@@ -127,6 +129,7 @@ def _serve_one_process(config: BootstrapConfig, factory: str) -> None:
         access_log=False,
         server_header=False,
         timeout_graceful_shutdown=DRAIN_SECONDS,
+        **uvicorn_options(config),  # slow and idle clients are bounded
     )
 
 

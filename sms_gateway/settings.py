@@ -16,6 +16,7 @@ import asyncio
 import json
 import logging
 import re
+import warnings
 from collections.abc import Iterable, Mapping
 from typing import Annotated, Any, Final, Literal, Protocol
 from uuid import UUID
@@ -37,6 +38,7 @@ from pydantic import (
 from sms_gateway import db
 from sms_gateway.errors import ReadOnlySettingError, SettingValueError, UnknownSettingError
 from sms_gateway.logging import set_level
+from sms_gateway.text import require_plain_text
 
 logger = logging.getLogger(__name__)
 
@@ -89,8 +91,15 @@ def _check_enabled_rule(
 
 
 def _regex_rule(value: str) -> str:
+    if value != value.strip():
+        # The stored text is trimmed when it is read: " " would be read back as "", no pattern.
+        raise ValueError("it starts or ends with white space, which is trimmed when read")
     try:
-        re.compile(value)
+        with warnings.catch_warnings():
+            # re's FutureWarnings (e.g. "possible nested set") are about future meanings of
+            # a valid pattern, not errors of it.
+            warnings.simplefilter("ignore", FutureWarning)
+            re.compile(value)
     except re.error as exc:
         raise ValueError(f"not a valid regular expression: {exc}") from None
     return value
@@ -106,14 +115,34 @@ def _regions_rule(value: tuple[str, ...]) -> tuple[str, ...]:
 
 
 def _hostname_rule(value: str) -> str:
+    require_plain_text(value)
     if value != value.strip() or not value or any(c.isspace() for c in value):
         raise ValueError("a host name or address without white space")
     return value
 
 
-CheckSequence = Annotated[tuple[str, ...], AfterValidator(_check_sequence_rule)]
-CheckEnabled = Annotated[dict[str, StrictBool], AfterValidator(_check_enabled_rule)]
-Regex = Annotated[str, Field(max_length=500), AfterValidator(_regex_rule)]
+def _separator_rule(value: str) -> str:
+    return require_plain_text(value, allow="\t")
+
+
+# Every string a setting holds is plain text (sms_gateway.text): no lone surrogate, no NUL, no
+# control character; the message separator alone may be a TAB.
+PlainText = Annotated[str, AfterValidator(require_plain_text)]
+CheckName = Annotated[PlainText, Field(min_length=1, max_length=50)]
+CheckSequence = Annotated[
+    tuple[CheckName, ...], Field(max_length=100), AfterValidator(_check_sequence_rule)
+]
+CheckEnabled = Annotated[
+    dict[CheckName, StrictBool], Field(max_length=100), AfterValidator(_check_enabled_rule)
+]
+Regex = Annotated[
+    str, Field(max_length=500), AfterValidator(require_plain_text), AfterValidator(_regex_rule)
+]
+AllowedHeaders = Annotated[
+    tuple[Annotated[PlainText, Field(min_length=1, max_length=160)], ...],
+    Field(max_length=10_000),
+]
+Separator = Annotated[str, Field(min_length=1, max_length=3), AfterValidator(_separator_rule)]
 Regions = Annotated[
     tuple[Annotated[str, Field(pattern=r"^[A-Z]{2}$")], ...], AfterValidator(_regions_rule)
 ]
@@ -181,21 +210,28 @@ class RuntimeSettings(BaseModel):
         10, "an integer from 1 to 1000", "pgbouncer default_pool_size"
     )
     redis_host: HostName = _setting(
-        "localhost", "a host name or address", "where Redis is; a change reconnects"
+        "localhost",
+        "a host name or address of at most 255 characters, no white space",
+        "where Redis is; a change reconnects",
     )
     redis_port: Annotated[int, Field(ge=1, le=65_535)] = _setting(
         6379, "an integer from 1 to 65535", "Redis port; a change reconnects"
     )
-    message_separator: Annotated[str, Field(min_length=1, max_length=3)] = _setting(
-        " ", "a string of 1 to 3 characters", "separates HEADER, HASH and MOBILE"
+    message_separator: Separator = _setting(
+        " ",
+        "a string of 1 to 3 characters, no control character but TAB",
+        "separates HEADER, HASH and MOBILE",
     )
     header_pattern: Regex = _setting(
         r"^[A-Z][A-Z0-9]{1,10}$",
-        "a regular expression (full match; empty for none)",
+        "a regular expression of at most 500 characters, no control character, not starting or "
+        "ending with white space (full match; empty for none)",
         "the header must match it",
     )
-    header_allowed: tuple[str, ...] = _setting(
-        (), "a JSON list of strings", "allowed headers; empty allows any that match the pattern"
+    header_allowed: AllowedHeaders = _setting(
+        (),
+        "a JSON list of at most 10000 strings of 1 to 160 characters, no control character",
+        "allowed headers; empty allows any that match the pattern",
     )
     hash_length: Annotated[int, Field(ge=0, le=256)] = _setting(
         16, "an integer from 0 to 256", "length of the hash; 0 skips the check"
@@ -293,13 +329,17 @@ def validate_setting(key: str, value: Any, *, known_checks: Iterable[str] | None
         if isinstance(value, str) and value.strip().lower() in ("true", "false"):
             return value.strip().lower() == "true"
         if not isinstance(value, bool):
-            raise SettingValueError(key, f"must be {setting_rule(key)}; got {value!r}")
+            raise SettingValueError(key, f"must be {setting_rule(key)}; got {_shown(value)}")
         return value
     if key in _JSON_KEYS and isinstance(value, str):
         try:
             value = json.loads(value)
         except json.JSONDecodeError as exc:
             raise SettingValueError(key, f"must be {setting_rule(key)}; not JSON: {exc}") from None
+        except (ValueError, RecursionError):  # an integer of over 4300 digits, deep nesting
+            raise SettingValueError(
+                key, f"must be {setting_rule(key)}; not JSON this service can read"
+            ) from None
     elif isinstance(value, bool) and RuntimeSettings.model_fields[key].annotation is not bool:
         # JSON true/false are not integers here, whatever Python thinks.
         raise SettingValueError(key, f"must be {setting_rule(key)}; got a boolean")
@@ -311,6 +351,15 @@ def validate_setting(key: str, value: Any, *, known_checks: Iterable[str] | None
     except ValidationError as exc:
         detail = "; ".join(_describe(error) for error in exc.errors())
         raise SettingValueError(key, f"must be {setting_rule(key)}; {detail}") from None
+
+
+def _shown(value: Any) -> str:
+    """A short repr of a refused value."""
+    try:
+        text = repr(value)
+    except ValueError:  # an integer of over 4300 digits, or a list holding one
+        return "a value holding an integer out of range"
+    return text if len(text) <= 60 else f"{text[:57]}..."
 
 
 def _describe(error: Mapping[str, Any]) -> str:

@@ -17,6 +17,7 @@ from gunicorn import glogging  # type: ignore[import-untyped]
 from gunicorn.app.base import BaseApplication  # type: ignore[import-untyped]
 
 from sms_gateway.config import BootstrapConfig
+from sms_gateway.http_limits import uvicorn_options
 from sms_gateway.service import DRAIN_SECONDS, GRACEFUL_TIMEOUT_SECONDS
 
 with warnings.catch_warnings():
@@ -77,12 +78,18 @@ class WorkersApplication(BaseApplication):  # type: ignore[misc]
 
     def load_config(self) -> None:
         host = self._config.http_host
+        # The slow-client limits of sms_gateway.http_limits, in every worker.
+        worker = type(
+            "ServiceWorker",
+            (ServiceWorker,),
+            {"CONFIG_KWARGS": {**ServiceWorker.CONFIG_KWARGS, **uvicorn_options(self._config)}},
+        )
         settings: dict[str, Any] = {
             "bind": f"[{host}]:{self._config.port}"
             if ":" in host
             else f"{host}:{self._config.port}",
             "workers": self._config.process_count,
-            "worker_class": ServiceWorker,
+            "worker_class": worker,
             "graceful_timeout": GRACEFUL_TIMEOUT_SECONDS,
             "child_exit": _mark_worker_dead,
             "logger_class": RootLogger,

@@ -10,9 +10,12 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Final
 
+import asyncpg
 from fastapi import Depends, FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ExceptionHandler
 
 import checks
@@ -21,6 +24,7 @@ from services.admin import ui
 from services.admin.auth import BearerAuthMiddleware, TokenVerifier
 from services.admin.config import AdminConfig
 from services.admin.errors import (
+    InvalidParameters,
     NotAuthenticated,
     SenderNotBlacklisted,
     SmsNotFound,
@@ -33,11 +37,19 @@ from services.admin.state import AdminState, known_query_parameters_only, operat
 from sms_gateway import db
 from sms_gateway.errors import SettingValueError, UnknownSettingError
 from sms_gateway.http import HttpMetricsMiddleware, ops_router
+from sms_gateway.problems import (
+    ProblemResponse,
+    document_problems,
+    http_exception_response,
+    problem_response,
+    validation_response,
+)
 from sms_gateway.settings import SettingsStore, keep_fresh
 
 logger = logging.getLogger(__name__)
 
 SETTINGS_REFRESH_SECONDS: Final = 2.0
+RETRY_AFTER_SECONDS: Final = 2
 # Answered without a token: operations (SPEC §7), the API's own description and the operator
 # page, none of which holds data.
 PUBLIC_PATHS: Final = (
@@ -108,6 +120,7 @@ def create_app(
     for router in (settings.router, sms.router, blacklist.router, stats.router):
         app.include_router(router, dependencies=protected)
     install_error_handlers(app)
+    document_problems(app)
     app.add_middleware(
         BearerAuthMiddleware, verifier=verifier, public_paths=PUBLIC_PATHS, refuse=unauthorized
     )
@@ -123,47 +136,66 @@ def admin_state_of(app: FastAPI) -> AdminState:
     return state
 
 
-def _problem(status: int, detail: str, **fields: str | None) -> JSONResponse:
-    return JSONResponse({"detail": detail, **fields}, status_code=status)
-
-
-def unauthorized(refused: NotAuthenticated) -> JSONResponse:
+def unauthorized(refused: NotAuthenticated) -> ProblemResponse:
     """401 with the challenge of RFC 6750; the body never says which token was close."""
-    response = _problem(401, str(refused))
+    response = problem_response(401, str(refused))
     error = "" if refused.reason == "missing" else ', error="invalid_token"'
     response.headers["WWW-Authenticate"] = f'Bearer realm="sms-admin"{error}'
     return response
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    """Every domain error to its HTTP answer, in one place."""
+    """Every domain error to its HTTP answer, in one place; each answer is the problem details
+    body of `sms_gateway.problems`."""
 
-    async def not_authenticated(_: Request, exc: Exception) -> JSONResponse:
+    async def not_authenticated(_: Request, exc: Exception) -> Response:
         assert isinstance(exc, NotAuthenticated)
         return unauthorized(exc)
 
-    async def setting_value(_: Request, exc: Exception) -> JSONResponse:
+    async def setting_value(_: Request, exc: Exception) -> Response:
         assert isinstance(exc, SettingValueError)
-        return _problem(422, str(exc), key=exc.key, rule=exc.rule)
+        return problem_response(422, str(exc), key=exc.key, rule=exc.rule)
 
-    async def unknown_setting(_: Request, exc: Exception) -> JSONResponse:
+    async def unknown_setting(_: Request, exc: Exception) -> Response:
         assert isinstance(exc, UnknownSettingError)
-        return _problem(404, str(exc), key=exc.key)
+        return problem_response(404, str(exc), key=exc.key)
 
-    async def unknown_query_parameters(_: Request, exc: Exception) -> JSONResponse:
-        return _problem(422, str(exc))
+    async def invalid_request(_: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
+        return validation_response(exc)
 
-    async def not_found(_: Request, exc: Exception) -> JSONResponse:
-        return _problem(404, str(exc))
+    async def unknown_query_parameters(_: Request, exc: Exception) -> Response:
+        return problem_response(422, str(exc))
 
-    async def conflict(_: Request, exc: Exception) -> JSONResponse:
-        return _problem(409, str(exc))
+    async def invalid_parameters(_: Request, exc: Exception) -> Response:
+        assert isinstance(exc, InvalidParameters)
+        return problem_response(422, str(exc), exc.problems)
 
-    async def database_unavailable(_: Request, exc: Exception) -> JSONResponse:
+    async def not_found(_: Request, exc: Exception) -> Response:
+        return problem_response(404, str(exc))
+
+    async def conflict(_: Request, exc: Exception) -> Response:
+        return problem_response(409, str(exc))
+
+    async def http_error(_: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        return http_exception_response(exc)
+
+    async def data_error(_: Request, exc: Exception) -> Response:
+        # A value the database cannot take (out of a column's range, a bad encoding): the
+        # request's fault, and nothing was written (the transaction rolled back).
+        logger.warning("request refused by the database", extra={"error": type(exc).__name__})
+        return problem_response(
+            422, "a value of the request is out of the database's range or type"
+        )
+
+    async def database_unavailable(_: Request, exc: Exception) -> Response:
         logger.warning("database unavailable", extra={"error": type(exc).__name__})
-        response = _problem(503, "the database does not answer; try again shortly")
-        response.headers["Retry-After"] = "2"
-        return response
+        return problem_response(
+            503,
+            "the database does not answer; try again shortly",
+            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+        )
 
     handlers: dict[type[Exception], ExceptionHandler] = {
         NotAuthenticated: not_authenticated,
@@ -173,9 +205,16 @@ def install_error_handlers(app: FastAPI) -> None:
         SenderNotBlacklisted: not_found,
         SmsNotInError: conflict,
         UnknownQueryParameters: unknown_query_parameters,
+        InvalidParameters: invalid_parameters,
+        RequestValidationError: invalid_request,
+        StarletteHTTPException: http_error,
     }
     for transient in db.TRANSIENT_DB_ERRORS:
         if issubclass(transient, Exception):
             handlers[transient] = database_unavailable
+    # Looked up along the exception's class hierarchy, nearest first: asyncpg's client-side
+    # DataError (an InterfaceError, which is transient) is still a 422.
+    for data in (asyncpg.DataError, asyncpg.exceptions._base.DataError):
+        handlers[data] = data_error
     for exc_class, handler in handlers.items():
         app.add_exception_handler(exc_class, handler)

@@ -6,6 +6,7 @@ GatewayError
 └── AdminError
     ├── NotAuthenticated               401: a missing, malformed or unknown bearer token
     ├── UnknownQueryParameters         422: names them and the accepted ones
+    ├── InvalidParameters              422: a path or query parameter is not plain text
     ├── SmsNotFound                    404
     ├── SenderNotBlacklisted           404
     └── SmsNotInError                  409: only an SMS in error can be requeued
@@ -13,10 +14,11 @@ GatewayError
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from uuid import UUID
 
 from sms_gateway.errors import GatewayError
+from sms_gateway.problems import FieldProblem, field_problems
 
 
 class AdminError(GatewayError):
@@ -41,6 +43,14 @@ class UnknownQueryParameters(AdminError):
             f"unknown query parameter(s): {', '.join(self.unknown)} "
             f"(accepted: {', '.join(sorted(accepted)) or 'none'})"
         )
+
+
+class InvalidParameters(AdminError):
+    """A path or query parameter breaks its rule."""
+
+    def __init__(self, problems: Sequence[FieldProblem]) -> None:
+        self.problems = list(problems)
+        super().__init__(field_problems(self.problems))
 
 
 class SmsNotFound(AdminError):

@@ -297,11 +297,3 @@ class Stats(BaseModel):
             ]
         }
     )
-
-
-class Problem(BaseModel):
-    """The body of every error answer."""
-
-    detail: str
-    key: str | None = None
-    rule: str | None = None

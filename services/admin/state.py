@@ -13,9 +13,11 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from services.admin.auth import TokenVerifier
 from services.admin.config import AdminConfig
-from services.admin.errors import NotAuthenticated, UnknownQueryParameters
+from services.admin.errors import InvalidParameters, NotAuthenticated, UnknownQueryParameters
 from services.admin.queries import SmsStatements
+from sms_gateway.problems import FieldProblem
 from sms_gateway.settings import SettingsStore
+from sms_gateway.text import plain_text_problem
 
 
 @dataclass(frozen=True)
@@ -63,7 +65,11 @@ async def operator(
 
 async def known_query_parameters_only(request: Request) -> None:
     """Refuse a query parameter the endpoint does not declare: a misspelt filter
-    (`?prefix=` for `?sender_prefix=`) would otherwise answer as if there were no filter."""
+    (`?prefix=` for `?sender_prefix=`) would otherwise answer as if there were no filter.
+
+    And refuse any path or query parameter that is not plain text (sms_gateway.text): a NUL
+    reached PostgreSQL and was a 500; no key, sender or cursor holds a control character.
+    Done here, for every parameter of every endpoint, rather than in each declaration."""
     route = request.scope.get("route")
     if not isinstance(route, APIRoute):
         return
@@ -71,6 +77,17 @@ async def known_query_parameters_only(request: Request) -> None:
     unknown = set(request.query_params) - accepted
     if unknown:
         raise UnknownQueryParameters(unknown, accepted)
+    problems = [
+        FieldProblem(name, why, location=place)
+        for place, parameters in (
+            ("path", request.path_params.items()),
+            ("query", request.query_params.multi_items()),
+        )
+        for name, value in parameters
+        if isinstance(value, str) and (why := plain_text_problem(value)) is not None
+    ]
+    if problems:
+        raise InvalidParameters(problems)
 
 
 def _declared_query_parameters(dependant: Dependant) -> set[str]:

@@ -27,6 +27,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from prometheus_client import Counter, Histogram
 from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Message, Receive, Scope, Send
 
 from services.receiver import incoming, metrics
@@ -36,7 +37,6 @@ from services.receiver.errors import (
     BodyTooLarge,
     IdempotencyKeyReused,
     InvalidSms,
-    Problem,
     ReceiverError,
     SignatureRefused,
     StorageUnavailable,
@@ -45,7 +45,6 @@ from services.receiver.limits import BodyLimits, ClientGone, rule
 from services.receiver.schemas import (
     SMSGATE_EXAMPLE,
     BatchReceipt,
-    ErrorBody,
     Ignored,
     Receipt,
     SmsGateEnvelope,
@@ -57,6 +56,16 @@ from services.receiver.store import SmsStore
 from services.receiver.tracing import ReceiveSpans
 from sms_gateway import db
 from sms_gateway.http import HTTP_LATENCY, HTTP_REQUESTS, ops_router
+from sms_gateway.problems import (
+    PROBLEM_MEDIA_TYPE,
+    FieldProblem,
+    document_problems,
+    encode_problem,
+    http_exception_response,
+    problem_body,
+    problem_responses,
+    validation_response,
+)
 from sms_gateway.settings import SettingsStore, keep_fresh
 from sms_gateway.telemetry import sms_spans
 
@@ -91,6 +100,7 @@ class Receiver:
 # ---------------------------------------------------------------------------- answers
 
 _JSON: Final = b"application/json"
+_PROBLEM: Final = PROBLEM_MEDIA_TYPE.encode()
 _REPLAYED: Final = ((b"idempotent-replayed", b"true"),)
 
 
@@ -140,11 +150,12 @@ def _receipt(uuid_text: str, repeated: bool) -> Answer:
 def _error(
     status: int,
     detail: str,
-    problems: list[Problem] | None = None,
+    problems: list[FieldProblem] | None = None,
     headers: tuple[tuple[bytes, bytes], ...] = (),
 ) -> Answer:
-    body = {"detail": detail, "errors": [problem.as_json() for problem in problems or []]}
-    return Answer(status, _json(body), headers=headers)
+    """A refusal as problem details (sms_gateway.problems), the one body of every refusal."""
+    body = encode_problem(problem_body(status, detail, problems or []))
+    return Answer(status, body, _PROBLEM, headers=headers)
 
 
 def refusal(exc: ReceiverError) -> Answer:
@@ -157,7 +168,7 @@ def refusal(exc: ReceiverError) -> Answer:
         return _error(
             413,
             str(exc),
-            [Problem("body", str(exc).removeprefix("body: "))],
+            [FieldProblem("body", str(exc).removeprefix("body: "))],
             headers=((b"connection", b"close"),),
         )
     if isinstance(exc, SignatureRefused):
@@ -166,7 +177,7 @@ def refusal(exc: ReceiverError) -> Answer:
         return _error(401, f"signature refused: {exc}")
     if isinstance(exc, IdempotencyKeyReused):
         metrics.REFUSED.labels(reason="key_reused").inc()
-        return _error(409, str(exc), [Problem("Idempotency-Key", str(exc))])
+        return _error(409, str(exc), [FieldProblem("Idempotency-Key", str(exc))])
     if isinstance(exc, StorageUnavailable):
         metrics.UNAVAILABLE.inc()
         return _error(503, str(exc), headers=((b"retry-after", str(RETRY_AFTER_SECONDS).encode()),))
@@ -186,29 +197,30 @@ def install_error_handlers(app: FastAPI) -> None:
     async def invalid_parameter(_: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
         metrics.REFUSED.labels(reason="invalid").inc()
-        problems = [Problem(str(error["loc"][-1]), str(error["msg"])) for error in exc.errors()]
-        return _error(422, "; ".join(p.describe() for p in problems), problems).response()
+        return validation_response(exc)
+
+    async def http_error(_: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)  # an unknown path, a wrong method
+        return http_exception_response(exc)
 
     app.add_exception_handler(ReceiverError, receiver_error)
     app.add_exception_handler(RequestValidationError, invalid_parameter)
+    app.add_exception_handler(StarletteHTTPException, http_error)
 
 
 # ---------------------------------------------------------------------------- OpenAPI
 
-_REFUSALS: Final[dict[int | str, dict[str, Any]]] = {
-    413: {"model": ErrorBody, "description": "the body is larger than 64 KiB (16 MiB for a batch)"},
-    422: {
-        "model": ErrorBody,
-        "description": "the request cannot be stored as sent: each "
-        "problem names its field (and item) and rule",
+_REFUSALS: Final = problem_responses(
+    {
+        413: "the body is larger than 64 KiB (16 MiB for a batch)",
+        422: "the request cannot be stored as sent: each problem names its field (and item) "
+        "and rule",
+        503: "the SMS could not be stored within the answer bound (the database is unavailable); "
+        "nothing was stored; retry after Retry-After seconds",
     },
-    503: {
-        "model": ErrorBody,
-        "description": "the database cannot be reached; nothing was "
-        "stored; retry after Retry-After seconds",
-        "headers": {"Retry-After": {"schema": {"type": "integer"}}},
-    },
-}
+    headers={503: {"Retry-After": {"schema": {"type": "integer"}}}},
+)
+_UNSIGNED: Final = problem_responses({401: "the signature does not verify"})
 
 
 def _json_body(schema: dict[str, Any], examples: dict[str, Any]) -> dict[str, Any]:
@@ -599,6 +611,7 @@ def create_app(config: ReceiverConfig) -> ReceiverApp:
             pool,
             retries=lambda: settings.current.max_database_retries,
             attempt_timeout=config.db_command_timeout,
+            answer_within=config.answer_within_seconds,
             max_wait=config.group_commit_max_wait_ms / 1000,
             max_rows=config.group_commit_max_rows,
             max_flushes=config.group_commit_max_flushes,
@@ -625,7 +638,10 @@ def create_app(config: ReceiverConfig) -> ReceiverApp:
 
     async def ready() -> dict[str, bool]:
         receiver = runtime.get("receiver")
-        return {"database": receiver is not None and await db.is_ready(receiver.pool)}
+        # Writable: a read-only database (a standby) answers, but no SMS can be stored.
+        return {
+            "database": receiver is not None and await db.is_ready(receiver.pool, writable=True)
+        }
 
     app = ReceiverApp(
         service=config.service_name,
@@ -640,6 +656,7 @@ def create_app(config: ReceiverConfig) -> ReceiverApp:
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     install_error_handlers(app)
+    document_problems(app)
     app.include_router(ops_router(ready))
     _add_sms_routes(app)
     return app
@@ -675,10 +692,7 @@ def _add_sms_routes(app: FastAPI) -> None:
         openapi_extra={**_BATCH_BODY, **_BATCH_KEY},
         responses={
             **_REFUSALS,
-            409: {
-                "model": ErrorBody,
-                "description": "the Idempotency-Key was used for a different batch",
-            },
+            **problem_responses({409: "the Idempotency-Key was used for a different batch"}),
         },
     )
     async def receive_many(request: Request) -> Response:
@@ -698,7 +712,7 @@ def _add_sms_routes(app: FastAPI) -> None:
         responses={
             **_REFUSALS,
             200: {"model": Ignored, "description": "not an sms:received event: nothing stored"},
-            401: {"model": ErrorBody, "description": "the signature does not verify"},
+            **_UNSIGNED,
         },
     )
     async def receive_from_smsgate(request: Request) -> Response:
@@ -720,7 +734,7 @@ def _add_sms_routes(app: FastAPI) -> None:
                 "content": {twilio.TWIML_MEDIA_TYPE: {"example": twilio.EMPTY_TWIML.decode()}},
                 "description": "stored (or a repeat of a stored delivery)",
             },
-            401: {"model": ErrorBody, "description": "the signature does not verify"},
+            **_UNSIGNED,
         },
     )
     async def receive_from_twilio(request: Request) -> Response:

@@ -32,6 +32,14 @@ class ReceiverConfig(BootstrapConfig):
     group_commit_max_flushes: int = Field(
         2, ge=1, le=64, description="flushes in flight at once (each holds one connection)"
     )
+    answer_within_seconds: float = Field(
+        5.0,
+        gt=0,
+        le=60,
+        description="every SMS request is answered within this many seconds of arriving: "
+        "stored (2xx) or, when the row is not committed by then, 503 with Retry-After; the "
+        "retries of an outage stop at it",
+    )
     http_workers: int | None = Field(
         None,
         ge=1,

@@ -1,9 +1,10 @@
-"""The receiver's errors, mapped to HTTP in one place (`api.install_error_handlers`).
+"""The receiver's errors, mapped to HTTP in one place (`api.refusal`), each answered with the
+problem details of `sms_gateway.problems`.
 
 GatewayError
 └── ReceiverError
     ├── InvalidSms               422: the request cannot be stored as it is
-    ├── BodyTooLarge             413
+    ├── BodyTooLarge             413: the body is over its limit (limits.BodyLimits)
     ├── SignatureRefused         401: an adapter's signature does not verify
     ├── IdempotencyKeyReused     409: a batch key names a different batch
     └── StorageUnavailable       503: the database did not answer within the retries
@@ -11,28 +12,8 @@ GatewayError
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from sms_gateway.errors import GatewayError
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One reason a request is refused: where (field, and item index in a batch) and the rule."""
-
-    field: str
-    rule: str
-    index: int | None = None
-
-    def describe(self) -> str:
-        where = self.field if self.index is None else f"[{self.index}].{self.field}"
-        return f"{where}: {self.rule}"
-
-    def as_json(self) -> dict[str, object]:
-        body: dict[str, object] = {"field": self.field, "rule": self.rule}
-        if self.index is not None:
-            body["index"] = self.index
-        return body
+from sms_gateway.problems import FieldProblem, field_problems
 
 
 class ReceiverError(GatewayError):
@@ -42,9 +23,9 @@ class ReceiverError(GatewayError):
 class InvalidSms(ReceiverError):
     """The request cannot be stored as it is."""
 
-    def __init__(self, problems: list[Problem]) -> None:
+    def __init__(self, problems: list[FieldProblem]) -> None:
         self.problems = problems
-        super().__init__("; ".join(problem.describe() for problem in problems))
+        super().__init__(field_problems(problems))
 
 
 class BodyTooLarge(ReceiverError):

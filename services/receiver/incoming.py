@@ -13,7 +13,8 @@ import json
 from datetime import UTC, datetime
 from typing import Any, Final, NamedTuple
 
-from services.receiver.errors import InvalidSms, Problem
+from services.receiver.errors import InvalidSms
+from sms_gateway.problems import FieldProblem
 from sms_gateway.senders import MAX_SENDER_LENGTH, normalise_sender
 
 MAX_BODY_BYTES: Final = 64 * 1024
@@ -27,7 +28,7 @@ TIMESTAMP_RULE: Final = (
 )
 
 
-class IncomingSms(NamedTuple):
+class SmsToStore(NamedTuple):
     """One SMS ready to store: every field valid for its column. (Immutable; a named tuple
     rather than a frozen dataclass, whose __init__ costs ~1.5 µs per item of a batch.)"""
 
@@ -44,7 +45,7 @@ def body_text(body: bytes) -> str:
         return body.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise InvalidSms(
-            [Problem("body", f"must be UTF-8; invalid byte at offset {exc.start}")]
+            [FieldProblem("body", f"must be UTF-8; invalid byte at offset {exc.start}")]
         ) from None
 
 
@@ -55,13 +56,23 @@ def parse_json_body(body: bytes) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise InvalidSms(
-            [Problem("body", f"must be JSON; {exc.msg} at line {exc.lineno} column {exc.colno}")]
+            [
+                FieldProblem(
+                    "body", f"must be JSON; {exc.msg} at line {exc.lineno} column {exc.colno}"
+                )
+            ]
+        ) from None
+    except ValueError:
+        # Python refuses to convert an integer of more than 4300 digits (CVE-2020-10735), with
+        # a plain ValueError (it was a 500); no field of ours holds such a number anyway.
+        raise InvalidSms(
+            [FieldProblem("body", "must be JSON whose numbers have at most 4300 digits")]
         ) from None
     except RecursionError:
         # 64 KiB of "[" nests deeper than the parser's recursion limit: a client's error,
         # not the receiver's (it was a 500).
         raise InvalidSms(
-            [Problem("body", "must be JSON nested at most a few hundred levels deep")]
+            [FieldProblem("body", "must be JSON nested at most a few hundred levels deep")]
         ) from None
 
 
@@ -83,16 +94,16 @@ def storable_text_problem(value: str) -> str | None:
     return None
 
 
-def parse_timestamp(value: Any, field: str) -> datetime | Problem:
+def parse_timestamp(value: Any, field: str) -> datetime | FieldProblem:
     """An ISO 8601 time with a UTC offset, as an aware datetime in UTC."""
     if not isinstance(value, str):
-        return Problem(field, f"{TIMESTAMP_RULE}; got {_json_type(value)}")
+        return FieldProblem(field, f"{TIMESTAMP_RULE}; got {_json_type(value)}")
     try:
         moment = datetime.fromisoformat(value.strip())
     except ValueError:
-        return Problem(field, f"{TIMESTAMP_RULE}; got {value[:40]!r}")
+        return FieldProblem(field, f"{TIMESTAMP_RULE}; got {value[:40]!r}")
     if moment.tzinfo is None or moment.utcoffset() is None:
-        return Problem(
+        return FieldProblem(
             field,
             "must have a UTC offset (Z or ±hh:mm): a time without one is "
             f"ambiguous; got {value[:40]!r}",
@@ -100,7 +111,9 @@ def parse_timestamp(value: Any, field: str) -> datetime | Problem:
     try:
         return moment.astimezone(UTC)
     except OverflowError:
-        return Problem(field, f"must be a time between years 1 and 9999 in UTC; got {value[:40]!r}")
+        return FieldProblem(
+            field, f"must be a time between years 1 and 9999 in UTC; got {value[:40]!r}"
+        )
 
 
 def build_sms(
@@ -113,39 +126,39 @@ def build_sms(
     client_event_id: str | None,
     index: int | None = None,
     field_names: tuple[str, str, str] = SMS_FIELDS,
-) -> IncomingSms | list[Problem]:
+) -> SmsToStore | list[FieldProblem]:
     """Validate the three fields of one SMS; the problems name each field as the client sent it
     (`field_names`: the adapters' payloads use their own names)."""
     sender_field, message_field, time_field = field_names
     sender = _sender(sender_number, sender_field, index)
     message = _message(sms_message, message_field, max_message_length, index)
-    problems = [p for p in (sender, message) if isinstance(p, Problem)]
+    problems = [p for p in (sender, message) if isinstance(p, FieldProblem)]
 
     if isinstance(received_timestamp, datetime):
-        moment: datetime | Problem = received_timestamp
+        moment: datetime | FieldProblem = received_timestamp
     else:
         moment = parse_timestamp(received_timestamp, time_field)
-    if isinstance(moment, Problem):
-        problems.append(Problem(moment.field, moment.rule, index))
+    if isinstance(moment, FieldProblem):
+        problems.append(FieldProblem(moment.field, moment.rule, index))
 
     if problems:
         return problems
     assert isinstance(sender, str)
     assert isinstance(message, str)
     assert isinstance(moment, datetime)
-    return IncomingSms(sender, message, moment, source, client_event_id)
+    return SmsToStore(sender, message, moment, source, client_event_id)
 
 
-def _sender(value: Any, field: str, index: int | None) -> str | Problem:
+def _sender(value: Any, field: str, index: int | None) -> str | FieldProblem:
     if not isinstance(value, str):
-        return Problem(field, f"must be a string; got {_json_type(value)}", index)
+        return FieldProblem(field, f"must be a string; got {_json_type(value)}", index)
     if (why := storable_text_problem(value)) is not None:
-        return Problem(field, why, index)
+        return FieldProblem(field, why, index)
     sender = normalise_sender(value)
     if not sender:
-        return Problem(field, "must not be empty after normalisation", index)
+        return FieldProblem(field, "must not be empty after normalisation", index)
     if len(sender) > MAX_SENDER_LENGTH:
-        return Problem(
+        return FieldProblem(
             field,
             f"must be at most {MAX_SENDER_LENGTH} characters after "
             f"normalisation; got {len(sender)} ({sender[:40]!r})",
@@ -154,19 +167,19 @@ def _sender(value: Any, field: str, index: int | None) -> str | Problem:
     return sender
 
 
-def _message(value: Any, field: str, max_length: int, index: int | None) -> str | Problem:
+def _message(value: Any, field: str, max_length: int, index: int | None) -> str | FieldProblem:
     if not isinstance(value, str):
-        return Problem(field, f"must be a string; got {_json_type(value)}", index)
+        return FieldProblem(field, f"must be a string; got {_json_type(value)}", index)
     if not value:
-        return Problem(field, "must not be empty", index)
+        return FieldProblem(field, "must not be empty", index)
     if len(value) > max_length:
-        return Problem(
+        return FieldProblem(
             field,
             f"must be at most {max_length} characters (max_message_length); got {len(value)}",
             index,
         )
     if (why := storable_text_problem(value)) is not None:
-        return Problem(field, why, index)
+        return FieldProblem(field, why, index)
     return value
 
 
@@ -177,18 +190,18 @@ def sms_from_json(
     source: str,
     client_event_id: str | None,
     index: int | None = None,
-) -> IncomingSms | list[Problem]:
+) -> SmsToStore | list[FieldProblem]:
     """One `{"sender_number", "sms_message", "received_timestamp"}` object; unknown fields are
     refused, so that a misspelt field is reported rather than silently dropped."""
     if not isinstance(document, dict):
         where = "body" if index is None else "item"
-        return [Problem(where, f"must be a JSON object; got {_json_type(document)}", index)]
+        return [FieldProblem(where, f"must be a JSON object; got {_json_type(document)}", index)]
     if document.keys() != _SMS_FIELD_SET:  # the common case, exactly the three, checked at once
         problems = [
-            Problem(name, "is required", index) for name in SMS_FIELDS if name not in document
+            FieldProblem(name, "is required", index) for name in SMS_FIELDS if name not in document
         ]
         problems += [
-            Problem(name, "is not a known field", index)
+            FieldProblem(name, "is not a known field", index)
             for name in document
             if name not in SMS_FIELDS
         ]
@@ -207,7 +220,7 @@ def sms_from_json(
 
 def single_sms(
     document: Any, *, max_message_length: int, source: str, client_event_id: str | None
-) -> IncomingSms:
+) -> SmsToStore:
     result = sms_from_json(
         document,
         max_message_length=max_message_length,
@@ -221,18 +234,18 @@ def single_sms(
 
 def sms_batch(
     document: Any, *, max_message_length: int, source: str, batch_key: str | None
-) -> list[IncomingSms]:
+) -> list[SmsToStore]:
     """Every item of a batch, or `InvalidSms` naming the index and field of each problem."""
     if not isinstance(document, list):
-        raise InvalidSms([Problem("body", f"must be a JSON list; got {_json_type(document)}")])
+        raise InvalidSms([FieldProblem("body", f"must be a JSON list; got {_json_type(document)}")])
     if not document:
-        raise InvalidSms([Problem("body", "must hold at least one SMS")])
+        raise InvalidSms([FieldProblem("body", "must hold at least one SMS")])
     if len(document) > MAX_BATCH_ITEMS:
         raise InvalidSms(
-            [Problem("body", f"must hold at most {MAX_BATCH_ITEMS} SMS; got {len(document)}")]
+            [FieldProblem("body", f"must hold at most {MAX_BATCH_ITEMS} SMS; got {len(document)}")]
         )
-    accepted: list[IncomingSms] = []
-    problems: list[Problem] = []
+    accepted: list[SmsToStore] = []
+    problems: list[FieldProblem] = []
     for index, item in enumerate(document):
         result = sms_from_json(
             item,
@@ -270,10 +283,10 @@ def idempotency_key(
         return None
     if not 1 <= len(value) <= max_length:
         raise InvalidSms(
-            [Problem(field, f"must be 1 to {max_length} characters; got {len(value)}")]
+            [FieldProblem(field, f"must be 1 to {max_length} characters; got {len(value)}")]
         )
     if not all("!" <= character <= "~" for character in value):
-        raise InvalidSms([Problem(field, "must be visible ASCII characters (no spaces)")])
+        raise InvalidSms([FieldProblem(field, "must be visible ASCII characters (no spaces)")])
     return value
 
 

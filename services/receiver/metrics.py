@@ -26,4 +26,11 @@ UNAVAILABLE = Counter(
     "sms_receiver_unavailable_total",
     "Requests answered 503 because the database could not be reached after the retries.",
 )
+STORE_FAILURES = Counter(
+    "sms_receiver_store_failures_total",
+    "Failures to store, their requests answered 503, by cause: outage (a group or batch whose "
+    "transient fault outlasted the retries), deadline (a group, batch or queued request that "
+    "reached the answer bound), error (anything else, logged with its traceback).",
+    ["cause"],
+)
 REFUSED = Counter("sms_receiver_refused_total", "Requests refused, by reason.", ["reason"])

@@ -61,28 +61,6 @@ class BatchReceipt(BaseModel):
     )
 
 
-class ProblemOut(BaseModel):
-    field: str = Field(examples=["sms_message"])
-    rule: str = Field(examples=["must not be empty"])
-    index: int | None = Field(None, description="the item of a batch", examples=[3])
-
-
-class ErrorBody(BaseModel):
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "detail": "sms_message: must not be empty",
-                    "errors": [{"field": "sms_message", "rule": "must not be empty"}],
-                }
-            ]
-        }
-    )
-
-    detail: str
-    errors: list[ProblemOut] = Field(default_factory=list)
-
-
 class Ignored(BaseModel):
     ignored: str = Field(description="the event, which is not stored", examples=["sms:sent"])
 

@@ -9,6 +9,13 @@ into the next group, so the batching grows with load by itself. Every SMS is val
 it joins a group, so a group fails only as a whole (the database is gone): exactly its requests
 get the error, and no other group is affected.
 
+Bounded answer time: every request is answered within `answer_within` seconds of joining (SPEC
+§4.1 and a client's own timeout: Twilio gives up after 15 s). The retries of its group stop at
+the deadline of the group's oldest request, and a request still waiting at its own deadline
+(its group queued behind busy flushes) is answered 503 and leaves the queue. Every case where
+a row cannot be stored (an outage that outlasts the retries or the deadline, a read-only
+database, an unexpected error) is `StorageUnavailable`: 503 with Retry-After, never a 500.
+
 A retried flush whose first COMMIT did reach the database but whose answer was lost stores its
 rows twice; deliveries with an idempotency key are protected from that by the unique index, the
 others are "at least once" as every client delivery is.
@@ -28,7 +35,7 @@ import asyncpg
 
 from services.receiver import metrics
 from services.receiver.errors import IdempotencyKeyReused, StorageUnavailable
-from services.receiver.incoming import IncomingSms
+from services.receiver.incoming import SmsToStore
 from services.receiver.queries import INSERT_BATCH, INSERT_SMS, SELECT_DELIVERIES
 from sms_gateway import db
 from sms_gateway.errors import RetriesExhaustedError
@@ -51,11 +58,12 @@ class StoredSms:
 
 @dataclass(slots=True)
 class _Waiting:
-    sms: IncomingSms
+    sms: SmsToStore
     answer: asyncio.Future[StoredSms]
+    deadline: float  # event loop time by which the request must be answered
 
 
-def _columns(rows: Sequence[IncomingSms]) -> tuple[list[object], ...]:
+def _columns(rows: Sequence[SmsToStore]) -> tuple[list[object], ...]:
     return (
         [row.sender_number for row in rows],
         [row.sms_message for row in rows],
@@ -65,7 +73,7 @@ def _columns(rows: Sequence[IncomingSms]) -> tuple[list[object], ...]:
     )
 
 
-async def _insert(connection: asyncpg.Connection, rows: Sequence[IncomingSms]) -> list[UUID | None]:
+async def _insert(connection: asyncpg.Connection, rows: Sequence[SmsToStore]) -> list[UUID | None]:
     """Insert `rows` in one statement; the uuid of each row, None where its key was taken."""
     records = await connection.fetch(INSERT_SMS, *_columns(rows))
     uuids: list[UUID | None] = [None] * len(rows)
@@ -75,7 +83,7 @@ async def _insert(connection: asyncpg.Connection, rows: Sequence[IncomingSms]) -
 
 
 async def _insert_batch(
-    connection: asyncpg.Connection, rows: Sequence[IncomingSms]
+    connection: asyncpg.Connection, rows: Sequence[SmsToStore]
 ) -> list[UUID | None]:
     """Insert an unkeyed batch (one source, nothing can conflict); the uuids in input order."""
     records = await connection.fetch(
@@ -110,6 +118,7 @@ class SmsStore:
         *,
         retries: Callable[[], int],
         attempt_timeout: float,
+        answer_within: float = 5.0,
         max_wait: float,
         max_rows: int,
         max_flushes: int,
@@ -117,6 +126,7 @@ class SmsStore:
         self._pool = pool
         self._retries = retries  # max_database_retries, read at each use (it changes at run time)
         self._attempt_timeout = attempt_timeout
+        self._answer_within = answer_within
         self._max_wait = max_wait
         self._max_rows = max_rows
         self._slots = asyncio.Semaphore(max_flushes)
@@ -150,17 +160,28 @@ class SmsStore:
 
     # ------------------------------------------------------------------ single SMS
 
-    async def store(self, sms: IncomingSms) -> StoredSms:
+    async def store(self, sms: SmsToStore) -> StoredSms:
         """Commit `sms` together with whatever else arrives meanwhile; its uuid once committed.
 
         Raises `StorageUnavailable` when the database cannot be reached after the retries.
         """
         if self._closing:
             raise StorageUnavailable("the receiver is shutting down; try again")
-        answer: asyncio.Future[StoredSms] = asyncio.get_running_loop().create_future()
-        self._waiting.append(_Waiting(sms, answer))
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[StoredSms] = loop.create_future()
+        deadline = loop.time() + self._answer_within
+        self._waiting.append(_Waiting(sms, answer, deadline))
         self._arrived.set()
-        return await answer
+        try:
+            async with asyncio.timeout_at(deadline):
+                # On timeout `answer` is cancelled: a group not yet taken drops it (_take),
+                # and a group in flight, whose retries stop at this same deadline, ignores it.
+                return await answer
+        except TimeoutError:
+            metrics.STORE_FAILURES.labels(cause="deadline").inc()
+            raise StorageUnavailable(
+                f"the SMS could not be stored within {self._answer_within:g} s; try again"
+            ) from None
 
     async def _run(self) -> None:
         while True:
@@ -195,9 +216,12 @@ class SmsStore:
         started = time.perf_counter()
         try:
             await self._commit_group(group)
-        except Exception as exc:  # a bug: fail the group's requests rather than hang them
+        except Exception as exc:  # a bug: answer 503 (never a 500, never a hang), log loudly
+            metrics.STORE_FAILURES.labels(cause="error").inc()
             logger.exception("group commit failed", extra={"rows": len(group)})
-            self._fail(group, exc)
+            unavailable = StorageUnavailable()
+            unavailable.__cause__ = exc
+            self._fail(group, unavailable)
         finally:
             metrics.FLUSH_ROWS.observe(len(group))
             metrics.FLUSH_SECONDS.observe(time.perf_counter() - started)
@@ -207,13 +231,16 @@ class SmsStore:
         """One transaction with one INSERT for the group. New rows are answered as soon as it
         commits; repeated deliveries (their key was taken) once their earlier row is read back."""
         rows = [waiting.sms for waiting in group]
+        deadline = min(waiting.deadline for waiting in group)
         started_ns = time.time_ns()
         try:
-            uuids = await self._with_retries("input_sms.insert", lambda: self._insert_once(rows))
+            uuids = await self._with_retries(
+                "input_sms.insert", lambda: self._insert_once(rows), deadline
+            )
         except RetriesExhaustedError as exc:
             logger.error(  # noqa: TRY400
-                "cannot store SMS: database unreachable",
-                extra={"rows": len(rows), "error": str(exc)},
+                "cannot store SMS: database unavailable",
+                extra={"rows": len(rows), "error": str(exc), "cause": _cause(exc)},
             )
             self._fail(group, StorageUnavailable())
             return
@@ -228,7 +255,7 @@ class SmsStore:
         if not repeats:
             return
         try:
-            earlier = await self._read_back([waiting.sms for waiting in repeats])
+            earlier = await self._read_back([waiting.sms for waiting in repeats], deadline)
         except RetriesExhaustedError:
             self._fail(repeats, StorageUnavailable())
             return
@@ -247,11 +274,11 @@ class SmsStore:
             if not waiting.answer.done():
                 waiting.answer.set_exception(error)
 
-    async def _insert_once(self, rows: Sequence[IncomingSms]) -> list[UUID | None]:
+    async def _insert_once(self, rows: Sequence[SmsToStore]) -> list[UUID | None]:
         async with asyncio.timeout(self._attempt_timeout), db.transaction(self._pool) as connection:
             return await _insert(connection, rows)
 
-    async def _read_back(self, rows: Sequence[IncomingSms]) -> list[UUID]:
+    async def _read_back(self, rows: Sequence[SmsToStore], deadline: float) -> list[UUID]:
         keys = [(row.source, row.client_event_id) for row in rows if row.client_event_id]
         assert len(keys) == len(rows), "only a keyed row can be skipped by ON CONFLICT"
 
@@ -259,21 +286,35 @@ class SmsStore:
             async with asyncio.timeout(self._attempt_timeout):
                 return await _earlier_deliveries(self._pool, keys)
 
-        found = await self._with_retries("input_sms.read_back", read)
+        found = await self._with_retries("input_sms.read_back", read, deadline)
         missing = [key for key, uuid in zip(keys, found, strict=True) if uuid is None]
         if missing:
             # Only possible if the earlier row vanished between our INSERT and this read.
             raise RuntimeError(f"earlier deliveries not found: {missing}")
         return [uuid for uuid in found if uuid is not None]
 
-    async def _with_retries(self, operation: str, action: Callable[[], Awaitable[T]]) -> T:
-        return await retry_transient(
-            operation, action, retries=self._retries(), transient=db.TRANSIENT_DB_ERRORS
-        )
+    async def _with_retries(
+        self, operation: str, action: Callable[[], Awaitable[T]], deadline: float
+    ) -> T:
+        """`action` with the retries of `max_database_retries`, all of them before `deadline`
+        (event loop time); `RetriesExhaustedError` when they fail or the deadline passes."""
+        try:
+            async with asyncio.timeout_at(deadline):
+                return await retry_transient(
+                    operation, action, retries=self._retries(), transient=db.TRANSIENT_DB_ERRORS
+                )
+        except RetriesExhaustedError:
+            metrics.STORE_FAILURES.labels(cause="outage").inc()
+            raise
+        except TimeoutError as exc:
+            metrics.STORE_FAILURES.labels(cause="deadline").inc()
+            raise RetriesExhaustedError(
+                f"{operation}: not done within {self._answer_within:g} s"
+            ) from exc
 
     # ------------------------------------------------------------------ a batch
 
-    async def store_batch(self, rows: list[IncomingSms]) -> tuple[list[UUID], bool]:
+    async def store_batch(self, rows: list[SmsToStore]) -> tuple[list[UUID], bool]:
         """All of `rows` in one transaction of their own, or none (SPEC §4.2).
 
         With a batch key (every row keyed), a repeat of the whole batch stores nothing and
@@ -283,6 +324,7 @@ class SmsStore:
         if self._closing:
             raise StorageUnavailable("the receiver is shutting down; try again")
         keyed = rows[0].client_event_id is not None
+        deadline = asyncio.get_running_loop().time() + self._answer_within
 
         async def attempt() -> list[UUID | None]:
             async with (
@@ -298,19 +340,26 @@ class SmsStore:
                 return uuids
 
         try:
-            uuids = await self._with_retries("input_sms.insert_batch", attempt)
+            uuids = await self._with_retries("input_sms.insert_batch", attempt, deadline)
             if any(uuid is None for uuid in uuids):
                 assert keyed
-                return await self._earlier_batch(rows), True
-        except RetriesExhaustedError:
-            logger.exception(
-                "cannot store a batch: database unreachable", extra={"rows": len(rows)}
+                return await self._earlier_batch(rows, deadline), True
+        except IdempotencyKeyReused:
+            raise
+        except RetriesExhaustedError as exc:
+            logger.error(  # noqa: TRY400
+                "cannot store a batch: database unavailable",
+                extra={"rows": len(rows), "error": str(exc), "cause": _cause(exc)},
             )
+            raise StorageUnavailable() from None
+        except Exception:  # a bug: 503 (never a 500) and a loud log
+            metrics.STORE_FAILURES.labels(cause="error").inc()
+            logger.exception("cannot store a batch", extra={"rows": len(rows)})
             raise StorageUnavailable() from None
         metrics.SMS_STORED.labels(source=rows[0].source).inc(len(rows))
         return [uuid for uuid in uuids if uuid is not None], False
 
-    async def _earlier_batch(self, rows: list[IncomingSms]) -> list[UUID]:
+    async def _earlier_batch(self, rows: list[SmsToStore], deadline: float) -> list[UUID]:
         """The uuids of the earlier batch under the same key, which must have had exactly these
         items: a row for one item more means the key named a longer batch."""
         first = rows[0]
@@ -323,8 +372,13 @@ class SmsStore:
             async with asyncio.timeout(self._attempt_timeout):
                 return await _earlier_deliveries(self._pool, keys)
 
-        found = await self._with_retries("input_sms.read_back", read)
+        found = await self._with_retries("input_sms.read_back", read, deadline)
         if found[-1] is not None or any(uuid is None for uuid in found[:-1]):
             raise IdempotencyKeyReused()
         metrics.IDEMPOTENT_REPEATS.labels(source=first.source).inc(len(rows))
         return [uuid for uuid in found[:-1] if uuid is not None]
+
+
+def _cause(exc: BaseException) -> str:
+    """The class of the fault behind `exc` (e.g. ReadOnlySQLTransactionError), for the log."""
+    return type(exc.__cause__ or exc).__name__

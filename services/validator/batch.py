@@ -30,7 +30,7 @@ import asyncpg
 import redis.asyncio as aioredis
 
 from checks import configuration_problems
-from checks.base import Check, CheckResult, CheckSecrets, IncomingSms
+from checks.base import Check, CheckResult, CheckSecrets, SmsToJudge
 from services.validator import index, metrics, sql
 from services.validator.errors import DoubleJudgementError
 from services.validator.ledger import BatchLedger
@@ -52,7 +52,8 @@ Paused = Literal["maintenance", "configuration"]
 DEFAULT_SETTLE_MARGIN: Final = 0.5
 # How far below the checkpoint the sweeper looks for rows without a result, in seconds of uuid
 # time.
-DEFAULT_SWEEP_WINDOW: Final = 60.0
+# (Its cost is the rows that arrived in that window: 10 s at 30,000 SMS/s is 300,000 rows.)
+DEFAULT_SWEEP_WINDOW: Final = 10.0
 
 
 # Beyond the last row of a partition, its checkpoint moves up to the horizon even when no SMS
@@ -137,7 +138,7 @@ class _Attempt:
         return _Attempt(limit=self.fetched // 2)
 
 
-def _unwritable(sms: IncomingSms, attempt: _Attempt, batch_id: UUID) -> Verdict:
+def _unwritable(sms: SmsToJudge, attempt: _Attempt, batch_id: UUID) -> Verdict:
     logger.error(
         "SMS marked error: the database refused its results",
         extra={
@@ -271,7 +272,7 @@ class BatchRunner:
             return _Written(BatchOutcome(kind, settings, lost=lost))
 
         batch = [
-            IncomingSms(
+            SmsToJudge(
                 row["uuid"],
                 row["sender_number"],
                 row["sms_message"],

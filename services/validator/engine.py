@@ -61,7 +61,7 @@ BACKLOG_CAP: Final = 1_000_000
 # The sweep's look-back for rows missed below the checkpoints (a range scan of
 # `sweep_window` seconds of rows, which the horizon makes impossible to find anything in) runs
 # on every this-many sweeps; requeued SMS are looked for on every sweep.
-LOOK_BACK_EVERY: Final = 6
+LOOK_BACK_EVERY: Final = 12
 
 
 class Engine:

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Final
 
-from checks.base import Check, CheckContext, CheckResult, CheckSecrets, IncomingSms, MessageParts
+from checks.base import Check, CheckContext, CheckResult, CheckSecrets, MessageParts, SmsToJudge
 from services.validator.ledger import BatchLedger
 from sms_gateway.settings import RuntimeSettings
 
@@ -45,7 +45,7 @@ class CheckRun:
 class Verdict:
     """The final judgement of one SMS: what its sms_monitor row says."""
 
-    sms: IncomingSms
+    sms: SmsToJudge
     results: Mapping[str, CheckResult]
     overall_status: OverallStatus
     failed_at_check: str | None
@@ -87,7 +87,7 @@ def plan(checks: Mapping[str, Check], settings: RuntimeSettings) -> tuple[Planne
 
 
 def judge_batch(
-    batch: Sequence[IncomingSms],
+    batch: Sequence[SmsToJudge],
     *,
     checks: Mapping[str, Check],
     settings: RuntimeSettings,
@@ -163,7 +163,7 @@ def judge_batch(
 
 
 def _judge_once(
-    sms: IncomingSms,
+    sms: SmsToJudge,
     *,
     planned: Sequence[PlannedCheck],
     settings: RuntimeSettings,

@@ -9,7 +9,7 @@ import asyncpg
 import httpx
 
 from checks import REGISTRY
-from checks.base import CheckContext, CheckResult, CheckSecrets, IncomingSms, MessageParts
+from checks.base import CheckContext, CheckResult, CheckSecrets, MessageParts, SmsToJudge
 from sms_gateway.settings import DEFAULTS
 from tests.admin.conftest import insert_sms
 
@@ -92,7 +92,8 @@ async def test_unknown_and_malformed_uuids(authed: httpx.AsyncClient) -> None:
     assert str(unknown) in response.json()["detail"]
     response = await authed.get("/sms/not-a-uuid")
     assert response.status_code == 422
-    assert response.json()["detail"][0]["loc"] == ["path", "sms_uuid"]
+    [problem] = response.json()["errors"]  # problem details (sms_gateway.problems)
+    assert (problem["in"], problem["field"]) == ("path", "sms_uuid")
 
 
 # ------------------------------------------------------------------ requeue
@@ -225,7 +226,7 @@ def judge_with_blacklist_check(
 
     now = datetime.now(UTC)
     message = "ACME 0123456789abcdef +447700900123"
-    sms = IncomingSms(uuid4(), sender_number, message, now, now)
+    sms = SmsToJudge(uuid4(), sender_number, message, now, now)
     context = CheckContext(
         DEFAULTS, CheckSecrets(), MessageParts.parse(message, " "), now, TableLedger()
     )

@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
-from checks.base import CheckContext, CheckSecrets, IncomingSms, MessageParts
+from checks.base import CheckContext, CheckSecrets, MessageParts, SmsToJudge
 from sms_gateway.settings import RuntimeSettings
 
 NOW = datetime(2025, 3, 1, 12, 0, 0, tzinfo=UTC)
@@ -52,8 +52,8 @@ def sms(
     sender: str = SENDER,
     received: datetime = NOW,
     created: datetime = NOW,
-) -> IncomingSms:
-    return IncomingSms(UUID(int=1), sender, message, received, created)
+) -> SmsToJudge:
+    return SmsToJudge(UUID(int=1), sender, message, received, created)
 
 
 def context(

@@ -23,7 +23,7 @@ import pytest
 import redis.asyncio as aioredis
 
 import checks
-from checks.base import CheckContext, CheckResult, IncomingSms
+from checks.base import CheckContext, CheckResult, SmsToJudge
 from services.admin.app import create_app as create_admin_app
 from services.admin.config import AdminConfig
 from services.validator.app import create_app as create_validator_app
@@ -40,7 +40,7 @@ class KeywordCheck:
 
     name: Final = "keyword"
 
-    def __call__(self, sms: IncomingSms, context: CheckContext) -> CheckResult:
+    def __call__(self, sms: SmsToJudge, context: CheckContext) -> CheckResult:
         if "ABC" in sms.sms_message:
             return CheckResult.PASS
         return CheckResult.FAIL

@@ -13,7 +13,8 @@ from typing import Any
 import asyncpg
 import pytest
 
-from services.receiver.incoming import IncomingSms
+from services.receiver.errors import StorageUnavailable
+from services.receiver.incoming import SmsToStore
 from services.receiver.store import SmsStore, StoredSms
 from sms_gateway import db
 from tests.conftest import FreshDatabase
@@ -22,8 +23,8 @@ from tests.receiver.conftest import stored_rows
 StoreFactory = Callable[..., AbstractAsyncContextManager[SmsStore]]
 
 
-def _sms(sender: str, message: str) -> IncomingSms:
-    return IncomingSms(sender, message, datetime(2024, 6, 22, tzinfo=UTC), "api", None)
+def _sms(sender: str, message: str) -> SmsToStore:
+    return SmsToStore(sender, message, datetime(2024, 6, 22, tzinfo=UTC), "api", None)
 
 
 @pytest.fixture
@@ -57,7 +58,9 @@ async def test_a_failed_flush_fails_exactly_its_own_requests(
             return_exceptions=True,
         )
     assert isinstance(results[0], StoredSms)
-    assert isinstance(results[1], asyncpg.StringDataRightTruncationError)
+    # Answered 503 (never a 500), with the database's refusal as the cause.
+    assert isinstance(results[1], StorageUnavailable)
+    assert isinstance(results[1].__cause__, asyncpg.StringDataRightTruncationError)
     assert isinstance(results[2], StoredSms)
     rows = await stored_rows(owner_pool)
     assert sorted(row["sms_message"] for row in rows) == ["after", "before"]

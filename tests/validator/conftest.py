@@ -16,7 +16,7 @@ import pytest
 import redis.asyncio as aioredis
 
 import checks
-from checks.base import Check, CheckSecrets, IncomingSms
+from checks.base import Check, CheckSecrets, SmsToJudge
 from services.validator.batch import BatchOutcome, BatchRunner
 from services.validator.engine import Engine
 from services.validator.index import MARKS_KEY, SET_KEY
@@ -263,14 +263,14 @@ def late(seconds: float) -> datetime:
     return datetime.now(UTC) - timedelta(seconds=seconds)
 
 
-async def stored_sms(pool: asyncpg.Pool) -> list[IncomingSms]:
+async def stored_sms(pool: asyncpg.Pool) -> list[SmsToJudge]:
     """Every input_sms row, as the checks see it (owner pool)."""
     async with db.transaction(pool, readonly=True) as connection:
         rows = await connection.fetch(
             "SELECT uuid, sender_number, sms_message, received_timestamp, created_at "
             "FROM input_sms ORDER BY uuid"
         )
-    return [IncomingSms(*row) for row in rows]
+    return [SmsToJudge(*row) for row in rows]
 
 
 async def stored_settings(pool: asyncpg.Pool) -> RuntimeSettings:

@@ -24,7 +24,7 @@ from typing import Any
 from uuid import UUID
 
 import checks
-from checks.base import CheckContext, CheckSecrets, IncomingSms, MessageParts
+from checks.base import CheckContext, CheckSecrets, MessageParts, SmsToJudge
 from sms_gateway.settings import RuntimeSettings
 
 PASS, FAIL, SKIPPED = 1, 2, 3
@@ -48,7 +48,7 @@ class Model:
 
     def judge_all(
         self,
-        rows: Iterable[IncomingSms],
+        rows: Iterable[SmsToJudge],
         settings: RuntimeSettings,
         secrets: CheckSecrets = CheckSecrets(),  # noqa: B008 (frozen, never mutated)
         *,
@@ -58,7 +58,7 @@ class Model:
             self.judge(sms, settings, secrets, now=now)
 
     def judge(
-        self, sms: IncomingSms, settings: RuntimeSettings, secrets: CheckSecrets, *, now: datetime
+        self, sms: SmsToJudge, settings: RuntimeSettings, secrets: CheckSecrets, *, now: datetime
     ) -> None:
         sender = sms.sender_number
         results: dict[str, int] = {}
@@ -113,7 +113,7 @@ class Model:
 
 
 def model_of(
-    rows: Iterable[IncomingSms],
+    rows: Iterable[SmsToJudge],
     settings: RuntimeSettings,
     *,
     now: datetime,

@@ -16,7 +16,7 @@ import redis.asyncio as aioredis
 from prometheus_client import REGISTRY
 
 import checks
-from checks.base import CheckContext, CheckResult, IncomingSms
+from checks.base import CheckContext, CheckResult, SmsToJudge
 from services.validator import sql
 from sms_gateway import db
 from sms_gateway.redis import RedisLink
@@ -174,7 +174,7 @@ class Flaky:
         self.poisoned = poisoned
         self.calls = 0
 
-    def __call__(self, sms: IncomingSms, context: CheckContext) -> CheckResult:
+    def __call__(self, sms: SmsToJudge, context: CheckContext) -> CheckResult:
         if sms.sender_number == self.poisoned:
             self.calls += 1
             raise RuntimeError("a bug in the check")

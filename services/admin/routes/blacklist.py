@@ -11,9 +11,10 @@ from pydantic import AfterValidator
 
 from services.admin import queries
 from services.admin.errors import SenderNotBlacklisted
-from services.admin.models import BlacklistEntry, BlacklistPage, BlacklistRemoval, Problem
+from services.admin.models import BlacklistEntry, BlacklistPage, BlacklistRemoval
 from services.admin.state import AdminState, admin_state, operator
 from sms_gateway import db
+from sms_gateway.problems import problem_responses
 from sms_gateway.senders import MAX_SENDER_LENGTH, normalise_sender
 
 logger = logging.getLogger(__name__)
@@ -91,7 +92,7 @@ async def list_blacklist(
     summary="Remove a sender from the blacklist and reset its count",
     description="In one transaction: the blacklist_sms row and the sender's count_sms row are "
     "deleted, so the sender starts again as a new sender.",
-    responses={404: {"model": Problem, "description": "the sender is not blacklisted"}},
+    responses=problem_responses({404: "the sender is not blacklisted"}),
 )
 async def remove_from_blacklist(
     sender_number: Sender, state: State, removed_by: Operator

@@ -17,7 +17,6 @@ from services.admin import queries
 from services.admin.models import (
     AuditEntry,
     AuditPage,
-    Problem,
     SettingChange,
     SettingUpdate,
     SettingView,
@@ -25,6 +24,7 @@ from services.admin.models import (
 from services.admin.state import AdminState, admin_state, operator
 from sms_gateway import db
 from sms_gateway.errors import SettingValueError, UnknownSettingError
+from sms_gateway.problems import problem_responses
 from sms_gateway.settings import (
     SETTING_KEYS,
     encode_setting,
@@ -35,6 +35,7 @@ from sms_gateway.settings import (
     to_json,
     validate_update,
 )
+from sms_gateway.text import MAX_BIGINT
 
 logger = logging.getLogger(__name__)
 
@@ -92,7 +93,8 @@ async def settings_audit(
     key: Annotated[str | None, Query(max_length=50, description="only this key")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     before_id: Annotated[
-        int | None, Query(ge=1, description="next_before_id of the previous page")
+        int | None,
+        Query(ge=1, le=MAX_BIGINT, description="next_before_id of the previous page"),
     ] = None,
 ) -> AuditPage:
     async with db.transaction(state.pool, readonly=True) as connection:
@@ -111,7 +113,7 @@ async def settings_audit(
     return AuditPage(entries=entries, next_before_id=entries[-1].id if len(rows) > limit else None)
 
 
-@router.get("/{key}", summary="One setting", responses={404: {"model": Problem}})
+@router.get("/{key}", summary="One setting", responses=problem_responses({404: "no such setting"}))
 async def read_setting(key: str, state: State) -> SettingView:
     _require_known(key)
     async with db.transaction(state.pool, readonly=True) as connection:
@@ -122,14 +124,12 @@ async def read_setting(key: str, state: State) -> SettingView:
 @router.put(
     "/{key}",
     summary="Change one setting (typed validation, audited)",
-    responses={
-        404: {"model": Problem, "description": "no such setting"},
-        422: {
-            "model": Problem,
-            "description": "the value breaks the key's rule, or the "
-            "key is read-only; nothing changed",
-        },
-    },
+    responses=problem_responses(
+        {
+            404: "no such setting",
+            422: "the value breaks the key's rule, or the key is read-only; nothing changed",
+        }
+    ),
 )
 async def change_setting(
     key: str, update: SettingUpdate, state: State, changed_by: Operator

@@ -13,9 +13,10 @@ from checks import result_column
 from checks.base import CheckResult
 from services.admin import queries
 from services.admin.errors import SmsNotFound, SmsNotInError
-from services.admin.models import CheckOutcome, InputSms, OutSms, Problem, Requeued, SmsDetail
+from services.admin.models import CheckOutcome, InputSms, OutSms, Requeued, SmsDetail
 from services.admin.state import AdminState, admin_state, operator
 from sms_gateway import db
+from sms_gateway.problems import problem_responses
 
 logger = logging.getLogger(__name__)
 
@@ -92,10 +93,7 @@ def sms_detail(row: asyncpg.Record, check_names: tuple[str, ...]) -> SmsDetail:
 @router.get(
     "/{sms_uuid}",
     summary="One SMS: its input row, every check result, its status and out_sms row",
-    responses={
-        404: {"model": Problem, "description": "no SMS has this uuid"},
-        422: {"description": "not a uuid"},
-    },
+    responses=problem_responses({404: "no SMS has this uuid", 422: "not a uuid"}),
 )
 async def read_sms(sms_uuid: UUID, state: State) -> SmsDetail:
     async with db.transaction(state.pool, readonly=True) as connection:
@@ -111,11 +109,9 @@ async def read_sms(sms_uuid: UUID, state: State) -> SmsDetail:
     description="Only where overall_status is 'error': its status becomes 'pending', every "
     "check result 0, failed_at_check null; retry_count is kept. The validator "
     "judges it again.",
-    responses={
-        404: {"model": Problem, "description": "no SMS has this uuid"},
-        409: {"model": Problem, "description": "the SMS is not in error"},
-        422: {"description": "not a uuid"},
-    },
+    responses=problem_responses(
+        {404: "no SMS has this uuid", 409: "the SMS is not in error", 422: "not a uuid"}
+    ),
 )
 async def requeue_sms(sms_uuid: UUID, state: State, requeued_by: Operator) -> Requeued:
     async with db.transaction(state.pool) as connection:

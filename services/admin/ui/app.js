@@ -19,7 +19,7 @@
 
   class ApiError extends Error {
     constructor(status, body) {
-      // Our errors carry a sentence in `detail`; FastAPI's own 422 carries a list.
+      // Every refusal is problem details (sms_gateway/problems.py): a sentence in `detail`.
       const detail = body && typeof body.detail === "string" ? body.detail : null;
       super(detail ? `${detail} (HTTP ${status})` : `HTTP ${status}`);
       this.status = status;

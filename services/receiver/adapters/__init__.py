@@ -1,2 +1,2 @@
 """Adapters for real clients' native webhooks (SPEC §4.3): each turns its client's payload into
-the receiver's `IncomingSms` after checking the client's signature."""
+the receiver's `SmsToStore` after checking the client's signature."""

@@ -19,8 +19,14 @@ import hmac
 import time
 from typing import Any, Final
 
-from services.receiver.errors import InvalidSms, Problem, SignatureRefused
-from services.receiver.incoming import IncomingSms, build_sms, idempotency_key
+from services.receiver.errors import InvalidSms, SignatureRefused
+from services.receiver.incoming import (
+    SmsToStore,
+    build_sms,
+    idempotency_key,
+    storable_text_problem,
+)
+from sms_gateway.problems import FieldProblem
 
 SOURCE: Final = "smsgate"
 RECEIVED_EVENT: Final = "sms:received"
@@ -49,7 +55,8 @@ def verify_signature(
     except (ValueError, UnicodeEncodeError):
         raise SignatureRefused("X-Timestamp must be Unix seconds") from None
     current = time.time() if now is None else now
-    if abs(current - timestamp) > MAX_CLOCK_SKEW_SECONDS:
+    # Compared as integers: a timestamp of thousands of digits does not fit a float.
+    if abs(int(current) - timestamp) > MAX_CLOCK_SKEW_SECONDS:
         raise SignatureRefused(
             f"X-Timestamp is more than {MAX_CLOCK_SKEW_SECONDS} s away from the receiver's clock"
         )
@@ -61,25 +68,28 @@ def verify_signature(
 def event_name(envelope: Any) -> str:
     """The envelope's event; refused when the body is not an envelope at all."""
     if not isinstance(envelope, dict):
-        raise InvalidSms([Problem("body", "must be a JSON object (a webhook envelope)")])
+        raise InvalidSms([FieldProblem("body", "must be a JSON object (a webhook envelope)")])
     event = envelope.get("event")
     if not isinstance(event, str):
-        raise InvalidSms([Problem("event", "is required and must be a string")])
+        raise InvalidSms([FieldProblem("event", "is required and must be a string")])
+    if (why := storable_text_problem(event)) is not None:
+        # It is echoed in the answer to an ignored event, which must encode.
+        raise InvalidSms([FieldProblem("event", why)])
     return event
 
 
-def received_sms(envelope: dict[str, Any], *, max_message_length: int) -> IncomingSms:
+def received_sms(envelope: dict[str, Any], *, max_message_length: int) -> SmsToStore:
     """The SMS of an `sms:received` envelope; unknown fields are ignored (the app adds some)."""
     payload = envelope.get("payload")
     if not isinstance(payload, dict):
-        raise InvalidSms([Problem("payload", "is required and must be a JSON object")])
+        raise InvalidSms([FieldProblem("payload", "is required and must be a JSON object")])
     event_id = envelope.get("id")
     if event_id is not None and not isinstance(event_id, str):
-        raise InvalidSms([Problem("id", "must be a string")])
+        raise InvalidSms([FieldProblem("id", "must be a string")])
     key = idempotency_key(event_id, field="id")
     sender_field = "payload.sender" if payload.get("sender") is not None else "payload.phoneNumber"
     problems = [
-        Problem(name, "is required")
+        FieldProblem(name, "is required")
         for name, present in (
             ("payload.message", "message" in payload),
             ("payload.receivedAt", "receivedAt" in payload),

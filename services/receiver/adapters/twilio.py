@@ -21,8 +21,9 @@ from datetime import datetime
 from typing import Final
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
-from services.receiver.errors import InvalidSms, Problem, SignatureRefused
-from services.receiver.incoming import IncomingSms, body_text, build_sms, idempotency_key
+from services.receiver.errors import InvalidSms, SignatureRefused
+from services.receiver.incoming import SmsToStore, body_text, build_sms, idempotency_key
+from sms_gateway.problems import FieldProblem
 
 SOURCE: Final = "twilio"
 EMPTY_TWIML: Final = b'<?xml version="1.0" encoding="UTF-8"?><Response/>'
@@ -35,7 +36,9 @@ def parse_form(body: bytes) -> list[tuple[str, str]]:
     try:
         return parse_qsl(text, keep_blank_values=True, strict_parsing=bool(text), errors="strict")
     except (ValueError, UnicodeDecodeError):
-        raise InvalidSms([Problem("body", "must be application/x-www-form-urlencoded")]) from None
+        raise InvalidSms(
+            [FieldProblem("body", "must be application/x-www-form-urlencoded")]
+        ) from None
 
 
 def signature(token: bytes, url: str, params: Iterable[tuple[str, str]]) -> str:
@@ -87,10 +90,10 @@ def request_url(scheme: str, headers: Mapping[str, str], path: str, query: str) 
 
 def inbound_sms(
     params: list[tuple[str, str]], *, arrived_at: datetime, max_message_length: int
-) -> IncomingSms:
+) -> SmsToStore:
     fields = dict(params)
     problems = [
-        Problem(name, "is required")
+        FieldProblem(name, "is required")
         for name in ("MessageSid", "From", "Body")
         if name not in fields
     ]
