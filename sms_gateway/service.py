@@ -72,7 +72,10 @@ class Supervisor:
         self._on_fatal = on_fatal
 
     def start(self, coroutine: Any, *, name: str) -> asyncio.Task[Any]:
-        task = asyncio.create_task(coroutine, name=name)
+        return self.watch(asyncio.create_task(coroutine, name=name))
+
+    def watch(self, task: asyncio.Task[Any]) -> asyncio.Task[Any]:
+        """Supervise a task started elsewhere (a component that owns its own task)."""
         task.add_done_callback(self._finished)
         self._tasks.append(task)
         return task

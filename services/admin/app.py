@@ -44,6 +44,7 @@ from sms_gateway.problems import (
     problem_response,
     validation_response,
 )
+from sms_gateway.service import Supervisor
 from sms_gateway.settings import SettingsStore, keep_fresh
 
 logger = logging.getLogger(__name__)
@@ -67,6 +68,7 @@ def create_app(
     verifier = TokenVerifier(config.operator_tokens())
     check_names = tuple(checks.REGISTRY if checks_by_name is None else checks_by_name)
     sms_statements = SmsStatements.for_columns(checks.result_columns(check_names))
+    supervisor = Supervisor()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -77,7 +79,9 @@ def create_app(
             command_timeout=config.db_command_timeout,
         )
         store = SettingsStore(known_checks=check_names)
-        refresher = asyncio.create_task(
+        # A refresher that dies (a bug) would freeze the settings silently: supervised, it turns
+        # /ready false and stops the process instead (sms_gateway/service.py).
+        refresher = supervisor.start(
             keep_fresh(
                 pool, store, interval=SETTINGS_REFRESH_SECONDS, transient=db.TRANSIENT_DB_ERRORS
             ),
@@ -110,7 +114,10 @@ def create_app(
     )
 
     async def ready() -> dict[str, bool]:
-        return {"database": await db.is_ready(admin_state_of(app).pool)}
+        return {
+            "database": await db.is_ready(admin_state_of(app).pool),
+            "background": supervisor.healthy,
+        }
 
     app.include_router(ops_router(ready))
     app.include_router(ui.ui_router())

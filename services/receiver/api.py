@@ -66,6 +66,7 @@ from sms_gateway.problems import (
     problem_responses,
     validation_response,
 )
+from sms_gateway.service import Supervisor
 from sms_gateway.settings import SettingsStore, keep_fresh
 from sms_gateway.telemetry import sms_spans
 
@@ -591,6 +592,7 @@ def create_app(config: ReceiverConfig) -> ReceiverApp:
     """The receiver. Its pool, settings refresher and group-commit flusher live in the lifespan;
     on shutdown the flusher commits what it has taken, then the pool closes."""
     runtime: dict[str, Receiver] = {}
+    supervisor = Supervisor()
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, Any]]:
@@ -601,7 +603,9 @@ def create_app(config: ReceiverConfig) -> ReceiverApp:
             command_timeout=config.db_command_timeout,
         )
         settings = SettingsStore()
-        refresher = asyncio.create_task(
+        # A background task that dies (a bug) turns /ready false and stops the process, which
+        # exits non-zero, rather than leave it half alive (sms_gateway/service.py).
+        refresher = supervisor.start(
             keep_fresh(
                 pool, settings, interval=SETTINGS_REFRESH_SECONDS, transient=db.TRANSIENT_DB_ERRORS
             ),
@@ -616,7 +620,7 @@ def create_app(config: ReceiverConfig) -> ReceiverApp:
             max_rows=config.group_commit_max_rows,
             max_flushes=config.group_commit_max_flushes,
         )
-        store.start()
+        supervisor.watch(store.start())
         pipe = sms_spans()
         receiver = Receiver(
             config, pool, settings, store, ReceiveSpans(pipe) if pipe is not None else None
@@ -640,7 +644,8 @@ def create_app(config: ReceiverConfig) -> ReceiverApp:
         receiver = runtime.get("receiver")
         # Writable: a read-only database (a standby) answers, but no SMS can be stored.
         return {
-            "database": receiver is not None and await db.is_ready(receiver.pool, writable=True)
+            "database": receiver is not None and await db.is_ready(receiver.pool, writable=True),
+            "background": supervisor.healthy,
         }
 
     app = ReceiverApp(

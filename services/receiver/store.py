@@ -138,9 +138,11 @@ class SmsStore:
 
     # ------------------------------------------------------------------ lifecycle
 
-    def start(self) -> None:
+    def start(self) -> asyncio.Task[None]:
+        """Start the flusher; the caller supervises the returned task (sms_gateway.service)."""
         self._flusher = asyncio.create_task(self._run(), name="group-commit")
         self._flusher.add_done_callback(self._flusher_ended)
+        return self._flusher
 
     def _flusher_ended(self, task: asyncio.Task[None]) -> None:
         if not task.cancelled() and task.exception() is not None:

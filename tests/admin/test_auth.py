@@ -96,7 +96,7 @@ async def test_operations_and_docs_need_no_token(admin: httpx.AsyncClient) -> No
     assert (await admin.get("/health")).json() == {"status": "ok"}
     ready = await admin.get("/ready")
     assert ready.status_code == 200
-    assert ready.json()["checks"] == {"database": True}
+    assert ready.json()["checks"] == {"database": True, "background": True}
     metrics = await admin.get("/metrics")
     assert "sms_http_requests_total" in metrics.text
     assert (await admin.get("/docs")).status_code == 200

@@ -17,7 +17,7 @@ from tests.receiver.conftest import SMS
 
 async def test_health_ready_and_metrics(client: httpx.AsyncClient) -> None:
     assert (await client.get("/health")).json() == {"status": "ok"}
-    assert (await client.get("/ready")).json()["checks"] == {"database": True}
+    assert (await client.get("/ready")).json()["checks"] == {"database": True, "background": True}
     assert (await client.post("/sms/receive", json=SMS)).status_code == 202
     metrics = (await client.get("/metrics")).text
     assert 'sms_receiver_stored_total{source="api"}' in metrics
