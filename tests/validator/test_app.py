@@ -80,3 +80,47 @@ async def metric_above(client: httpx.AsyncClient, name: str) -> bool:
         if line.startswith(name + "{") and float(line.rsplit(" ", 1)[1]) > 0:
             return True
     return False
+
+
+@pytest.mark.slow
+@pytest.mark.fault
+@pytest.mark.usefixtures("service_environment")
+async def test_a_full_redis_is_waited_out_with_ready_saying_so(
+    database: FreshDatabase,
+    monkeypatch: pytest.MonkeyPatch,
+    receiver_pool: asyncpg.Pool,
+    owner_pool: asyncpg.Pool,
+    redis_client: aioredis.Redis,
+) -> None:
+    """Redis at maxmemory with noeviction (OutOfMemoryError on every write) is an outage, not a
+    bug (issue: it used to stop the process): the engine waits, /ready says it is not judging,
+    `sms_validator_waiting` is 1, and once Redis has room everything is judged."""
+    monkeypatch.setenv("SMSGW_DATABASE_URL", database.url("sms_validator"))
+    await set_settings(owner_pool, {"max_database_retries": "1"})
+    app = create_app(load_config(ValidatorConfig), settle_margin=0.01)
+    config = {str(k): str(v) for k, v in (await redis_client.config_get("maxmemory*")).items()}
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://validator"
+        ) as client,
+    ):
+
+        async def judging(expected: bool) -> bool:
+            body = (await client.get("/ready")).json()
+            return bool(body["checks"]["judging"]) is expected
+
+        await wait_for(lambda: judging(True), within=20, what="/ready")
+        try:
+            await redis_client.config_set("maxmemory-policy", "noeviction")
+            await redis_client.config_set("maxmemory", "1")  # below what it holds: full
+            await insert_sms(receiver_pool, stream((s, True) for s in SENDERS[:5]))
+            await wait_for(lambda: judging(False), within=60, what="/ready: not judging")
+            assert "sms_validator_waiting 1.0" in (await client.get("/metrics")).text
+            assert not app.state.engine_task.done()  # waiting, never exited
+        finally:
+            await redis_client.config_set("maxmemory", config["maxmemory"])
+            await redis_client.config_set("maxmemory-policy", config["maxmemory-policy"])
+        await wait_for(lambda: all_judged(owner_pool), within=60, what="resumed by itself")
+        await wait_for(lambda: judging(True), within=60, what="/ready: judging again")
+    assert await redis_senders(redis_client) == await out_sms_senders(owner_pool)
