@@ -15,25 +15,10 @@ import httpx
 import pytest
 
 from tests.conftest import FreshDatabase
+from tests.fault.support import pgbouncer_console
 from tests.receiver.conftest import SMS, ClientFactory
 
 pytestmark = pytest.mark.fault
-
-
-async def _pgbouncer(database: FreshDatabase, *commands: str) -> None:
-    console = await asyncpg.connect(
-        host="127.0.0.1",
-        port=database.stack.pgbouncer_port,
-        user="sms_owner",
-        password=database.stack.owner_password,
-        database="pgbouncer",
-        statement_cache_size=0,
-    )
-    try:
-        for command in commands:
-            await console.execute(command)  # the console speaks the simple protocol only
-    finally:
-        await console.close()
 
 
 async def _rows_directly(database: FreshDatabase) -> int:
@@ -50,7 +35,7 @@ async def test_database_outage_is_503_then_recovers_without_restart(
     async with receiver_client(db_command_timeout=1.0) as client:
         assert (await client.post("/sms/receive", json=SMS)).status_code == 202
 
-        await _pgbouncer(database, f'DISABLE "{database.name}"', f'KILL "{database.name}"')
+        await pgbouncer_console(database, f'DISABLE "{database.name}"', f'KILL "{database.name}"')
         try:
             during = await asyncio.gather(
                 *(
@@ -62,7 +47,9 @@ async def test_database_outage_is_503_then_recovers_without_restart(
             )
             ready = await client.get("/ready")
         finally:
-            await _pgbouncer(database, f'ENABLE "{database.name}"', f'RESUME "{database.name}"')
+            await pgbouncer_console(
+                database, f'ENABLE "{database.name}"', f'RESUME "{database.name}"'
+            )
 
         assert [r.status_code for r in during] == [503] * 7, [r.text for r in during]
         assert all(int(r.headers["retry-after"]) > 0 for r in during)
