@@ -9,13 +9,12 @@ import phonenumbers
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from hypothesis import assume, given
-from hypothesis import settings as examples
 from hypothesis import strategies as st
 
 from checks.base import CheckResult, CheckSecrets
 from checks.errors import CheckConfigurationError, MissingSecretError
 from checks.mobile import check as mobile
-from checks.mobile import decode_base64, encrypt_mobile, valid_region
+from checks.mobile import decode_base64, encrypt_mobile
 from tests.checks.support import AES_KEY, SENDER, SENDER_NUMBER, context, settings, sms
 
 PASS, FAIL, SKIPPED = CheckResult.PASS, CheckResult.FAIL, CheckResult.SKIPPED
@@ -372,38 +371,3 @@ def test_base64_round_trip(region_number: tuple[str, str], urlsafe: bool, padded
     region, number = region_number
     field = b64(number, urlsafe=urlsafe, padded=padded)
     assert judge(field, sender=number[1:], encoding="base64", regions=(region,)) is PASS
-
-
-# Calling codes shared by several regions, where valid_region saves a pass, and some that are not.
-SHARED_AND_SINGLE = ("1", "7", "44", "47", "61", "262", "290", "33", "49", "86", "91", "352")
-
-
-@examples(max_examples=3000, deadline=None)
-@given(
-    code=st.sampled_from(SHARED_AND_SINGLE),
-    national=st.text(alphabet="0123456789", min_size=2, max_size=13),
-)
-def test_valid_region_is_phonenumbers_own_answer(code: str, national: str) -> None:
-    try:
-        number = phonenumbers.parse(f"+{code}{national}", None)
-    except phonenumbers.NumberParseException:
-        return
-    expected = (
-        phonenumbers.region_code_for_number(number)
-        if phonenumbers.is_valid_number(number)
-        else None
-    )
-    assert valid_region(number) == expected
-
-
-@pytest.mark.parametrize(
-    "text", ["+447911123456", "+441534123456", "+441624123456", "+12025550123", "+14165550123"]
-)
-def test_valid_region_of_real_ranges(text: str) -> None:
-    """UK, Jersey, Isle of Man (+44), US, Canada (+1): shared codes, each region's own range."""
-    number = phonenumbers.parse(text, None)
-    assert valid_region(number) == (
-        phonenumbers.region_code_for_number(number)
-        if phonenumbers.is_valid_number(number)
-        else None
-    )
