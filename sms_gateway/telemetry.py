@@ -301,6 +301,71 @@ def encode_span(
     return b"\x12" + _varint(len(body)) + body
 
 
+class SpanPacker:
+    """Spans of one shape with a parent, each encoded by a single `struct.pack`: the span that
+    `encode_span` makes of `tail + suffix + span_times(start, end)`, for many spans whose `tail`
+    (name, kind, constant attributes) is the same and whose `suffix` has one fixed length
+    (`tail` may end with `string_attribute_prefix`, and `suffix` be that attribute's value).
+    With every part of fixed length, so is the span: its head is encoded once. For the spans
+    made per SMS by the thousand (a check run each), where joining and measuring each one
+    costs several times more.
+    """
+
+    __slots__ = ("_pack", "_prefix", "_tail")
+
+    def __init__(self, tail: bytes, suffix_length: int = 0) -> None:
+        # ids (2 + 16, 2 + 8, 2 + 8), tail, suffix, the two times (1 + 8 each)
+        body = 38 + len(tail) + suffix_length + 18
+        self._prefix = b"\x12" + _varint(body) + b"\x0a\x10"
+        self._tail = tail
+        suffix = f"{suffix_length}s" if suffix_length else ""
+        layout = f"<{len(self._prefix)}s16s2s8s2s8s{len(tail)}s{suffix}BQBQ"
+        self._pack = struct.Struct(layout).pack
+
+    def pack(
+        self, trace_id: bytes, span_id: bytes, parent_span_id: bytes, start_ns: int, end_ns: int
+    ) -> bytes:
+        return self._pack(
+            self._prefix,
+            trace_id,
+            b"\x12\x08",
+            span_id,
+            b"\x22\x08",
+            parent_span_id,
+            self._tail,
+            0x39,
+            start_ns,
+            0x41,
+            end_ns,
+        )
+
+    def pack_with(
+        self,
+        trace_id: bytes,
+        span_id: bytes,
+        parent_span_id: bytes,
+        start_ns: int,
+        end_ns: int,
+        *,
+        suffix: bytes,
+    ) -> bytes:
+        """A span whose varying attribute is `suffix` (of the length given at construction)."""
+        return self._pack(
+            self._prefix,
+            trace_id,
+            b"\x12\x08",
+            span_id,
+            b"\x22\x08",
+            parent_span_id,
+            self._tail,
+            suffix,
+            0x39,
+            start_ns,
+            0x41,
+            end_ns,
+        )
+
+
 # ---------------------------------------------------------------------------- the SMS span pipe
 
 

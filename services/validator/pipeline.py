@@ -52,11 +52,24 @@ class Verdict:
     retry_count: int
     started_at: datetime
     completed_at: datetime
-    runs: tuple[CheckRun, ...] = ()
+    # With `trace_runs`: the wall clock (ns) before the first check of `results` and after each
+    # one, in order (checks run back to back: the i-th ran from run_marks[i] to run_marks[i+1]).
+    run_marks: tuple[int, ...] = ()
 
     @property
     def forwarded(self) -> bool:
         return self.overall_status is OverallStatus.VALID
+
+    @property
+    def runs(self) -> tuple[CheckRun, ...]:
+        """Each check's run, with its times, when they were recorded."""
+        if not self.run_marks:
+            return ()
+        marks = self.run_marks
+        return tuple(
+            CheckRun(check, result, marks[i], marks[i + 1])
+            for i, (check, result) in enumerate(self.results.items())
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,24 +188,25 @@ def _judge_once(
     trace_runs: bool,
 ) -> Verdict:
     results: dict[str, CheckResult] = {}
-    runs: list[CheckRun] = []
+    marks = [time.time_ns()] if trace_runs else None
     failed_at: str | None = None
     context = CheckContext(
         settings=settings, secrets=secrets, parts=parts, now=datetime.now(UTC), ledger=ledger
     )
     for step in planned:
-        started_ns = time.time_ns() if trace_runs else 0
         if step.enabled:
             try:
-                # A result outside the enum (None, 7) is a bug of the check like a raise.
-                result = CheckResult(step.check(sms, context))
+                result = step.check(sms, context)
+                if result.__class__ is not CheckResult:
+                    # A result outside the enum (None, 7) is a bug of the check like a raise.
+                    result = CheckResult(result)
             except Exception as exc:
                 raise CheckRaisedError(step.name, exc) from exc
         else:
             result = CheckResult.SKIPPED
         results[step.name] = result
-        if trace_runs:
-            runs.append(CheckRun(step.name, result, started_ns, time.time_ns()))
+        if marks is not None:
+            marks.append(time.time_ns())
         if result is CheckResult.FAIL:
             failed_at = step.name
             break
@@ -210,5 +224,5 @@ def _judge_once(
         retry_count=retries,
         started_at=started_at,
         completed_at=datetime.now(UTC),
-        runs=tuple(runs),
+        run_marks=() if marks is None else tuple(marks),
     )

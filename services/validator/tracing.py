@@ -8,7 +8,8 @@ during the batch: a rolled-back batch leaves no spans that claim a result, and w
 configured the engine records no times and creates no spans at all.
 
 The spans are encoded straight to OTLP (sms_gateway.telemetry.SmsSpans): names, kinds and the
-attributes shared by a batch (its id, each check's result) are encoded once per batch.
+attributes shared by a batch (its id, each check's result, each kind of verdict) are encoded
+once per batch, and each span is then one `struct.pack` (`SpanPacker`).
 """
 
 from __future__ import annotations
@@ -26,15 +27,14 @@ from sms_gateway.telemetry import (
     ERROR_STATUS,
     SPAN_KIND_CLIENT,
     SmsSpans,
+    SpanPacker,
     SpanShape,
     encode_attributes,
-    encode_span,
     is_sampled,
     random_span_id,
     receive_span_id,
     sms_spans,
     sms_trace_context,
-    span_times,
     string_attribute_prefix,
 )
 
@@ -94,16 +94,20 @@ def _emit_encoded(
     redis_ns: tuple[int, int] | None,
     redis_failed: bool,
 ) -> None:
+    # What the spans of a batch share is packed once: each check's span per result, each kind
+    # of verdict's "sms.validate" (the batch id and the verdict's attributes; only the uuid's
+    # text differs per SMS), the batch's write and write-through.
     batch_attribute = encode_attributes({"sms.batch_id": str(batch_id)})
-    checks: dict[tuple[str, int], bytes] = {}  # a check's name, kind and result attributes
-    verdict_attributes: dict[tuple[str, int, str | None], bytes] = {}
-    out_sms_insert = _OUT_SMS_INSERT.tail + span_times(*write_ns)
+    checks: dict[tuple[str, int], SpanPacker] = {}
+    validations: dict[tuple[str, int, str | None], SpanPacker] = {}
+    out_sms_insert = SpanPacker(_OUT_SMS_INSERT.tail)
     redis_write = (
         None
         if redis_ns is None
-        else _REDIS_WRITE.tail
-        + span_times(*redis_ns)
-        + (encode_attributes({"error.type": "redis"}) + ERROR_STATUS if redis_failed else b"")
+        else SpanPacker(
+            _REDIS_WRITE.tail
+            + (encode_attributes({"error.type": "redis"}) + ERROR_STATUS if redis_failed else b"")
+        )
     )
     spans: list[bytes] = []
     add = spans.append
@@ -113,53 +117,56 @@ def _emit_encoded(
             continue
         trace_id = uuid.bytes
         validate_id = random_span_id()
-        key = (verdict.overall_status.value, verdict.retry_count, verdict.failed_at_check)
-        attributes = verdict_attributes.get(key)
-        if attributes is None:
-            attributes = verdict_attributes[key] = batch_attribute + encode_attributes(
-                {
-                    "sms.overall_status": key[0],
-                    "sms.retry_count": key[1],
-                    **({"sms.failed_at_check": key[2]} if key[2] else {}),
-                }
-            )
+        marks = verdict.run_marks
+        if marks:
+            for i, (name, result) in enumerate(verdict.results.items()):
+                check = checks.get((name, result))
+                if check is None:
+                    check = checks[(name, result)] = _check_span(name, result)
+                add(check.pack(trace_id, random_span_id(), validate_id, marks[i], marks[i + 1]))
         end_ns = _ns(verdict.completed_at)
-        for run in verdict.runs:
-            result = int(run.result)
-            check = checks.get((run.check, result))
-            if check is None:
-                check = checks[(run.check, result)] = SpanShape(
-                    f"check.{run.check}",
-                    attributes={"sms.check": run.check, "sms.check.result": result},
-                ).tail
-            add(
-                encode_span(
-                    trace_id,
-                    random_span_id(),
-                    validate_id,
-                    check + span_times(run.started_ns, run.ended_ns),
-                )
-            )
         if verdict.forwarded:
-            add(encode_span(trace_id, random_span_id(), validate_id, out_sms_insert))
+            add(out_sms_insert.pack(trace_id, random_span_id(), validate_id, *write_ns))
             end_ns = max(end_ns, write_ns[1])
-            if redis_write is not None:
-                add(encode_span(trace_id, random_span_id(), validate_id, redis_write))
-                assert redis_ns is not None
+            if redis_write is not None and redis_ns is not None:
+                add(redis_write.pack(trace_id, random_span_id(), validate_id, *redis_ns))
                 end_ns = max(end_ns, redis_ns[1])
+        key = (verdict.overall_status.value, verdict.retry_count, verdict.failed_at_check)
+        validation = validations.get(key)
+        if validation is None:
+            validation = validations[key] = _validate_span(key, batch_attribute)
         add(
-            encode_span(
+            validation.pack_with(
                 trace_id,
                 validate_id,
                 receive_span_id(uuid),
-                _VALIDATE.tail
-                + span_times(_ns(verdict.started_at), end_ns)
-                + attributes
-                + _UUID_ATTRIBUTE
-                + str(uuid).encode("ascii"),
+                _ns(verdict.started_at),
+                end_ns,
+                suffix=str(uuid).encode("ascii"),
             )
         )
     pipe.add(b"".join(spans), len(spans))
+
+
+def _check_span(name: str, result: int) -> SpanPacker:
+    return SpanPacker(
+        SpanShape(
+            f"check.{name}", attributes={"sms.check": name, "sms.check.result": int(result)}
+        ).tail
+    )
+
+
+def _validate_span(key: tuple[str, int, str | None], batch_attribute: bytes) -> SpanPacker:
+    status, retries, failed_at = key
+    attributes = encode_attributes(
+        {
+            "sms.overall_status": status,
+            "sms.retry_count": retries,
+            **({"sms.failed_at_check": failed_at} if failed_at else {}),
+        }
+    )
+    # The uuid's text is the varying suffix: the last attribute, of 36 characters.
+    return SpanPacker(_VALIDATE.tail + batch_attribute + attributes + _UUID_ATTRIBUTE, 36)
 
 
 def _emit_through_tracer(

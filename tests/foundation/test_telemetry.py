@@ -19,6 +19,7 @@ from sms_gateway.telemetry import (
     SPAN_KIND_SERVER,
     GatewaySampler,
     SmsSpans,
+    SpanPacker,
     SpanShape,
     encode_attributes,
     encode_span,
@@ -93,6 +94,47 @@ def test_encoded_spans_read_back_with_every_field(pipe: SmsSpans) -> None:
     assert insert.attributes[0].value.string_value == "✓"
     assert insert.status.code == Status.STATUS_CODE_ERROR
     assert receive.status.code == Status.STATUS_CODE_UNSET
+
+
+@pytest.mark.parametrize("attributes", [{}, {"sms.check": "mobile", "sms.check.result": 2}])
+def test_a_packed_span_is_the_span_encode_span_makes(
+    pipe: SmsSpans, attributes: dict[str, str | int]
+) -> None:
+    tail = SpanShape("check.mobile", attributes=attributes).tail
+    span_id, parent = bytes(range(1, 9)), bytes(range(11, 19))
+    start, end = 1_700_000_000_123_456_789, 1_700_000_000_123_999_999
+    packed = SpanPacker(tail).pack(UUID_7.bytes, span_id, parent, start, end)
+    assert packed == encode_span(UUID_7.bytes, span_id, parent, tail + span_times(start, end))
+    (span,) = decode(pipe, [packed]).resource_spans[0].scope_spans[0].spans
+    assert (span.trace_id, span.span_id, span.parent_span_id) == (UUID_7.bytes, span_id, parent)
+    assert (span.name, span.start_time_unix_nano, span.end_time_unix_nano) == (
+        "check.mobile",
+        start,
+        end,
+    )
+    assert {a.key: a.value.int_value or a.value.string_value for a in span.attributes} == (
+        attributes
+    )
+
+
+def test_a_packed_span_ends_its_last_attribute_with_the_suffix(pipe: SmsSpans) -> None:
+    """The validator's "sms.validate": constant attributes, then the uuid's text per SMS."""
+    tail = SpanShape("sms.validate", attributes={"sms.overall_status": "valid"}).tail
+    packer = SpanPacker(tail + string_attribute_prefix("sms.uuid", 36), 36)
+    spans = [
+        packer.pack_with(u.bytes, b"\x01" * 8, receive_span_id(u), 5, 9, suffix=str(u).encode())
+        for u in (UUID_7, UUID("0192f3a4-5b6c-7d8e-bfff-ffffffffffff"))
+    ]
+    decoded = decode(pipe, spans).resource_spans[0].scope_spans[0].spans
+    for span, text in zip(
+        decoded,
+        ("0192f3a4-5b6c-7d8e-9f01-23456789abcd", "0192f3a4-5b6c-7d8e-bfff-ffffffffffff"),
+        strict=True,
+    ):
+        values = {a.key: a.value.string_value for a in span.attributes}
+        assert values == {"sms.overall_status": "valid", "sms.uuid": text}
+        assert (span.start_time_unix_nano, span.end_time_unix_nano) == (5, 9)
+        assert span.parent_span_id == receive_span_id(UUID(text))
 
 
 def test_an_insert_span_id_is_never_a_receive_span_id() -> None:
