@@ -123,15 +123,20 @@ def processes_of_session(session: int) -> list[int]:
     return found
 
 
-def postgres_processes() -> list[int]:
+def postgres_processes(db_name: str) -> list[int]:
+    """The PostgreSQL backends serving `db_name` (their title names it): the benchmark's own,
+    not those of whatever else runs on the machine."""
     found = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                if (entry / "comm").read_text().strip() == "postgres":
-                    found.append(int(entry.name))
+                if (entry / "comm").read_text().strip() != "postgres":
+                    continue
+                title = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
             except OSError:
                 continue
+            if f" {db_name} " in f"{title} ":
+                found.append(int(entry.name))
     return found
 
 
@@ -179,7 +184,7 @@ async def drain_once(
         )
     # PostgreSQL's CPU: every postgres process seen during the run (backends come and go), each
     # from its first sighting (a process that already existed counts from its value before).
-    pg_first = {pid: cpu_seconds([pid]) for pid in postgres_processes()}
+    pg_first = {pid: cpu_seconds([pid]) for pid in postgres_processes(config.db_name)}
     pg_last = dict(pg_first)
     started = time.perf_counter()
     validator_cpu = 0.0
@@ -190,7 +195,7 @@ async def drain_once(
             if process.poll() is not None:
                 raise SystemExit(f"sms-validator exited; see {log}")
             validator_cpu = max(validator_cpu, cpu_seconds(processes_of_session(process.pid)))
-            for pid in postgres_processes():
+            for pid in postgres_processes(config.db_name):
                 pg_first.setdefault(pid, 0.0)
                 pg_last[pid] = cpu_seconds([pid])
             judged = await owner.fetchval("SELECT count(*) FROM sms_monitor")
@@ -232,11 +237,13 @@ async def drain(
     print(
         f"{'config (processes x workers)':<30}{'SMS/s':>10}{'x COPY':>8}{'x first':>9}"
         f"{'wall s':>8}{'validator cpu s':>17}{'postgres cpu s':>16}"
+        f"{'validator us/SMS':>18}{'postgres us/SMS':>17}"
     )
     for r in results:
         print(
             f"{r.config:<30}{r.rate:10.0f}{r.rate / copy_rate:8.2f}{r.rate / first:9.2f}"
             f"{r.wall:8.1f}{r.validator_cpu:17.1f}{r.postgres_cpu:16.1f}"
+            f"{r.validator_cpu / count * 1e6:18.1f}{r.postgres_cpu / count * 1e6:17.1f}"
         )
     await owner.close()
 
