@@ -423,7 +423,7 @@ class BatchRunner:
             [v.started_at for v in verdicts],
             [v.completed_at for v in verdicts],
             [v.failed_at_check for v in verdicts],
-            [batch_id] * len(verdicts),
+            batch_id,
             [v.retry_count for v in verdicts],
             [sms.uuid for sms in forwarded],
             [sms.sender_number for sms in forwarded],

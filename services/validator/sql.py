@@ -237,10 +237,12 @@ _COLUMN_NAME: Final = re.compile(r"[a-z][a-z0-9_]*")
 
 @lru_cache(maxsize=16)
 def write_statement(check_names: Sequence[str]) -> str:
-    """The one statement that writes a batch. Parameters, all arrays of one row per element:
+    """The one statement that writes a batch. Parameters, arrays of one row per element but
+    for the batch id and the worker's id:
 
     $1 uuid[]  $2.. one int[] per check column (in `check_names` order), then overall_status,
-    processing_started_at, processing_completed_at, failed_at_check, batch_id, retry_count;
+    processing_started_at, processing_completed_at, failed_at_check, batch_id (one uuid for
+    the whole batch), retry_count;
     then out_sms (uuid, sender, message), count_sms (sender, count),
     blacklist_sms (sender, count), the worker's id, forwarded_senders (sender, partition, seq,
     first uuid), and the worker's partitions (number, checkpoint, forwarded seq).
@@ -279,7 +281,8 @@ def write_statement(check_names: Sequence[str]) -> str:
             param(1, "timestamptz[]"),
             param(2, "timestamptz[]"),
             param(3, "text[]"),
-            param(4, "uuid[]"),
+            # One batch id for every row (a scalar: unnest repeats it).
+            f"array_fill({param(4, 'uuid')}, ARRAY[cardinality($1::uuid[])])",
             param(5, "int[]"),
         ]
     )
