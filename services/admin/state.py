@@ -1,9 +1,13 @@
 """What every handler needs: the service's state (built in the lifespan), the operator who
-authenticated the request, and a refusal of query parameters the endpoint does not take."""
+authenticated the request, and a refusal of query parameters the endpoint does not take.
+
+`State` and `Operator` are the handlers' parameter types for the first two, defined here once for
+every route module."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
 import asyncpg
 from fastapi import Depends, Request
@@ -61,6 +65,10 @@ async def operator(
         # Only reachable if the middleware is not installed: refuse rather than trust.
         raise NotAuthenticated("missing")
     return name
+
+
+State = Annotated[AdminState, Depends(admin_state)]
+Operator = Annotated[str, Depends(operator)]
 
 
 async def known_query_parameters_only(request: Request) -> None:
