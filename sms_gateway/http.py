@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -20,6 +19,9 @@ from prometheus_client import (
 )
 from prometheus_client import multiprocess as prometheus_multiprocess
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from sms_gateway.errors import NotStartedError
+from sms_gateway.lifespan import TypedState
 
 HTTP_REQUESTS = Counter(
     "sms_http_requests_total",
@@ -75,10 +77,12 @@ def metrics_payload() -> bytes:
     return generate_latest(REGISTRY)
 
 
-def ops_router(ready: Callable[[], Awaitable[dict[str, bool]]]) -> APIRouter:
+def ops_router(service_state: TypedState[Any]) -> APIRouter:
     """`/health` (the process answers), `/ready` (what it depends on answers), `/metrics`.
 
-    `ready` returns a map of dependency name to reachability; all must be true.
+    `/ready` reports the service state's `ready()`, a map of dependency (or background task)
+    name to whether it answers (runs); all must be true. Before the lifespan has made the state,
+    the one check is "started", false.
     """
     router = APIRouter(tags=["operations"])
 
@@ -91,8 +95,11 @@ def ops_router(ready: Callable[[], Awaitable[dict[str, bool]]]) -> APIRouter:
         summary="Every dependency answers",
         responses={503: {"description": "a dependency does not answer"}},
     )
-    async def readiness() -> Any:
-        checks = await ready()
+    async def readiness(request: Request) -> Any:
+        try:
+            checks = await service_state.of(request).ready()
+        except NotStartedError:
+            checks = {"started": False}
         ok = all(checks.values())
         return JSONResponse(
             {"status": "ready" if ok else "not ready", "checks": checks},
