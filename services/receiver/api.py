@@ -25,7 +25,6 @@ from urllib.parse import quote
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
-from prometheus_client import Counter, Histogram
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Message, Receive, Scope, Send
@@ -56,7 +55,7 @@ from services.receiver.state import RECEIVER, ReceiverState
 from services.receiver.store import SmsStore
 from services.receiver.tracing import ReceiveSpans
 from sms_gateway import db
-from sms_gateway.http import HTTP_LATENCY, HTTP_REQUESTS, ops_router
+from sms_gateway.http import RequestMetrics, ops_router
 from sms_gateway.problems import (
     PROBLEM_MEDIA_TYPE,
     FieldProblem,
@@ -494,11 +493,10 @@ class ReceiverApp(FastAPI):
 
     def __init__(self, *, service: str, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.service = service
         self.body_limits = BodyLimits(
             incoming.MAX_BODY_BYTES, {BATCH_PATH: incoming.MAX_BATCH_BODY_BYTES}
         )
-        self._observers: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+        self.request_metrics = RequestMetrics(service)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -525,7 +523,9 @@ class ReceiverApp(FastAPI):
             else:
                 status, route = await self._framework(scope, receive, send, limit)
         finally:
-            self._observe(scope["method"], route, status, time.perf_counter() - started)
+            self.request_metrics.observe(
+                scope["method"], route, status, time.perf_counter() - started
+            )
 
     async def _sms(
         self,
@@ -569,17 +569,6 @@ class ReceiverApp(FastAPI):
 
         await super().__call__(scope, self.body_limits.limited(receive, limit), send_with_status)
         return status, getattr(scope.get("route"), "path", None) or "unmatched"
-
-    def _observe(self, method: str, route: str, status: int, seconds: float) -> None:
-        key = (method, route, status)
-        observers = self._observers.get(key)
-        if observers is None:
-            observers = self._observers[key] = (
-                HTTP_REQUESTS.labels(self.service, method, route, str(status)),
-                HTTP_LATENCY.labels(self.service, method, route),
-            )
-        observers[0].inc()
-        observers[1].observe(seconds)
 
 
 # ---------------------------------------------------------------------------- the app
