@@ -30,6 +30,7 @@ from services.admin import queries
 from services.admin.app import create_app
 from services.admin.config import AdminConfig
 from services.admin.routes.stats import BACKLOG_COUNT_CAP, THROUGHPUT_WINDOW_SECONDS
+from services.admin.state import ADMIN
 from sms_gateway.devstack import StackConfig
 
 BENCH_TOKEN = "bench:admin-bench-token-0123456789"
@@ -211,9 +212,9 @@ async def main(rows: int, unprocessed: int, senders: int, repeat: int, skip_fill
     )
     app = create_app(config)
     async with (
-        app.router.lifespan_context(app),
+        ADMIN.serving(app) as (served, _),
         httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app),
+            transport=httpx.ASGITransport(app=served),
             base_url="http://admin",
             headers={"Authorization": f"Bearer {BENCH_TOKEN.split(':')[1]}"},
         ) as client,

@@ -6,6 +6,7 @@
     │   └── ReadOnlySettingError
     ├── UnknownSettingError
     ├── MigrationError
+    ├── NotStartedError          a request reached a service whose lifespan has not run
     └── TransientError           an infrastructure fault that is worth retrying
         └── RetriesExhaustedError
 
@@ -50,6 +51,10 @@ class ReadOnlySettingError(SettingValueError):
 
 class MigrationError(GatewayError):
     """A schema migration failed."""
+
+
+class NotStartedError(GatewayError):
+    """The service's lifespan has not run: it has no state to answer with."""
 
 
 class TransientError(GatewayError):

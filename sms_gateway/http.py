@@ -1,14 +1,14 @@
-"""What every HTTP service shares: request metrics (a pure ASGI middleware, so that trace
-context variables survive) and the operational endpoints of SPEC §4.4."""
+"""What every HTTP service shares: request metrics (`RequestMetrics`, applied by a pure ASGI
+middleware, so that trace context variables survive, or by the receiver's own front) and the
+operational endpoints of SPEC §4.4."""
 
 from __future__ import annotations
 
 import os
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -20,6 +20,9 @@ from prometheus_client import (
 )
 from prometheus_client import multiprocess as prometheus_multiprocess
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from sms_gateway.errors import NotStartedError
+from sms_gateway.lifespan import TypedState
 
 HTTP_REQUESTS = Counter(
     "sms_http_requests_total",
@@ -34,12 +37,33 @@ HTTP_LATENCY = Histogram(
 )
 
 
+class RequestMetrics:
+    """A service's requests, counted and timed per method, route template (never the raw path)
+    and status: the one way every service records them. The labelled children are cached, so
+    an observation costs two dictionary lookups more than the samples themselves."""
+
+    def __init__(self, service: str) -> None:
+        self.service = service
+        self._observers: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+
+    def observe(self, method: str, route: str, status: int, seconds: float) -> None:
+        key = (method, route, status)
+        observers = self._observers.get(key)
+        if observers is None:
+            observers = self._observers[key] = (
+                HTTP_REQUESTS.labels(self.service, method, route, str(status)),
+                HTTP_LATENCY.labels(self.service, method, route),
+            )
+        observers[0].inc()
+        observers[1].observe(seconds)
+
+
 class HttpMetricsMiddleware:
-    """Counts requests and observes latency per route template (never per raw path)."""
+    """`RequestMetrics` for every request of a FastAPI app."""
 
     def __init__(self, app: ASGIApp, *, service: str) -> None:
         self.app = app
-        self.service = service
+        self.metrics = RequestMetrics(service)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -57,13 +81,8 @@ class HttpMetricsMiddleware:
         try:
             await self.app(scope, receive, send_with_status)
         finally:
-            route = scope.get("route")
-            template = getattr(route, "path", None) or "unmatched"
-            method = scope["method"]
-            HTTP_REQUESTS.labels(self.service, method, template, str(status)).inc()
-            HTTP_LATENCY.labels(self.service, method, template).observe(
-                time.perf_counter() - started
-            )
+            template = getattr(scope.get("route"), "path", None) or "unmatched"
+            self.metrics.observe(scope["method"], template, status, time.perf_counter() - started)
 
 
 def metrics_payload() -> bytes:
@@ -75,10 +94,12 @@ def metrics_payload() -> bytes:
     return generate_latest(REGISTRY)
 
 
-def ops_router(ready: Callable[[], Awaitable[dict[str, bool]]]) -> APIRouter:
+def ops_router(service_state: TypedState[Any]) -> APIRouter:
     """`/health` (the process answers), `/ready` (what it depends on answers), `/metrics`.
 
-    `ready` returns a map of dependency name to reachability; all must be true.
+    `/ready` reports the service state's `ready()`, a map of dependency (or background task)
+    name to whether it answers (runs); all must be true. Before the lifespan has made the state,
+    the one check is "started", false.
     """
     router = APIRouter(tags=["operations"])
 
@@ -91,8 +112,11 @@ def ops_router(ready: Callable[[], Awaitable[dict[str, bool]]]) -> APIRouter:
         summary="Every dependency answers",
         responses={503: {"description": "a dependency does not answer"}},
     )
-    async def readiness() -> Any:
-        checks = await ready()
+    async def readiness(request: Request) -> Any:
+        try:
+            checks = await service_state.of(request).ready()
+        except NotStartedError:
+            checks = {"started": False}
         ok = all(checks.values())
         return JSONResponse(
             {"status": "ready" if ok else "not ready", "checks": checks},

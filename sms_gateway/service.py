@@ -21,7 +21,8 @@ back its batch). With workers, the master passes SIGTERM on and SIGKILLs a worke
 after `GRACEFUL_TIMEOUT_SECONDS`, inside the 30 s a container runtime allows.
 
 Background tasks (the validator's engine, the receiver's flusher, settings refreshers) run under
-`supervise`: a task that dies of an exception is logged as critical, makes `/ready` false through
+the `Supervisor` their app's lifespan makes and puts in its state (sms_gateway/lifespan.py): a
+task that dies of an exception is logged as critical, makes `/ready` false through
 `Supervisor.healthy`, and stops the process, which then exits 1 (a gunicorn worker is replaced by
 its master). A process is never left half alive.
 """

@@ -33,7 +33,7 @@ from services.admin.errors import (
 )
 from services.admin.queries import SmsStatements
 from services.admin.routes import blacklist, settings, sms, stats
-from services.admin.state import AdminState, known_query_parameters_only, operator
+from services.admin.state import ADMIN, AdminState, known_query_parameters_only, operator
 from sms_gateway import db
 from sms_gateway.errors import SettingValueError, UnknownSettingError
 from sms_gateway.http import HttpMetricsMiddleware, ops_router
@@ -68,10 +68,9 @@ def create_app(
     verifier = TokenVerifier(config.operator_tokens())
     check_names = tuple(checks.REGISTRY if checks_by_name is None else checks_by_name)
     sms_statements = SmsStatements.for_columns(checks.result_columns(check_names))
-    supervisor = Supervisor()
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, AdminState]]:
         pool = await db.create_pool(
             config.database_url.get_secret_value(),
             min_size=config.db_pool_min_size,
@@ -79,6 +78,7 @@ def create_app(
             command_timeout=config.db_command_timeout,
         )
         store = SettingsStore(known_checks=check_names)
+        supervisor = Supervisor()
         # A refresher that dies (a bug) would freeze the settings silently: supervised, it turns
         # /ready false and stops the process instead (sms_gateway/service.py).
         refresher = supervisor.start(
@@ -87,10 +87,10 @@ def create_app(
             ),
             name="admin-settings-refresh",
         )
-        app.state.admin = AdminState(config, pool, store, verifier, check_names, sms_statements)
+        state = AdminState(config, pool, store, verifier, check_names, sms_statements, supervisor)
         logger.info("admin service started", extra={"operators": list(verifier.names)})
         try:
-            yield
+            yield ADMIN.for_requests(state)
         finally:
             refresher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -113,13 +113,7 @@ def create_app(
         redoc_url=None,  # /docs is the one place (SPEC §7)
     )
 
-    async def ready() -> dict[str, bool]:
-        return {
-            "database": await db.is_ready(admin_state_of(app).pool),
-            "background": supervisor.healthy,
-        }
-
-    app.include_router(ops_router(ready))
+    app.include_router(ops_router(ADMIN))
     app.include_router(ui.ui_router())
     # The middleware refuses unauthenticated requests; the dependency documents the scheme in
     # OpenAPI and hands the operator's name to the handlers that record it.
@@ -135,12 +129,6 @@ def create_app(
     app.add_middleware(HttpMetricsMiddleware, service=config.service_name)
     FastAPIInstrumentor.instrument_app(app, excluded_urls="health,ready,metrics")
     return app
-
-
-def admin_state_of(app: FastAPI) -> AdminState:
-    state = app.state.admin
-    assert isinstance(state, AdminState)
-    return state
 
 
 def unauthorized(refused: NotAuthenticated) -> ProblemResponse:

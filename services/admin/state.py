@@ -1,9 +1,13 @@
 """What every handler needs: the service's state (built in the lifespan), the operator who
-authenticated the request, and a refusal of query parameters the endpoint does not take."""
+authenticated the request, and a refusal of query parameters the endpoint does not take.
+
+`State` and `Operator` are the handlers' parameter types for the first two, defined here once for
+every route module."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated, Final
 
 import asyncpg
 from fastapi import Depends, Request
@@ -15,14 +19,17 @@ from services.admin.auth import TokenVerifier
 from services.admin.config import AdminConfig
 from services.admin.errors import InvalidParameters, NotAuthenticated, UnknownQueryParameters
 from services.admin.queries import SmsStatements
+from sms_gateway import db
+from sms_gateway.lifespan import TypedState
 from sms_gateway.problems import FieldProblem
+from sms_gateway.service import Supervisor
 from sms_gateway.settings import SettingsStore
 from sms_gateway.text import plain_text_problem
 
 
 @dataclass(frozen=True)
 class AdminState:
-    """Built in the lifespan; reaches handlers through `admin_state`.
+    """Built in the lifespan (`app.create_app`); reaches handlers as `State`.
 
     `check_names` are the registry's, in its order: what check_sequence and check_enabled may
     name, the check results an SMS shows and the columns a requeue resets (`sms_statements`).
@@ -34,16 +41,17 @@ class AdminState:
     verifier: TokenVerifier
     check_names: tuple[str, ...]
     sms_statements: SmsStatements
+    supervisor: Supervisor  # the settings refresher
 
     @property
     def known_checks(self) -> frozenset[str]:
         return frozenset(self.check_names)
 
+    async def ready(self) -> dict[str, bool]:
+        return {"database": await db.is_ready(self.pool), "background": self.supervisor.healthy}
 
-def admin_state(request: Request) -> AdminState:
-    state = request.app.state.admin
-    assert isinstance(state, AdminState)
-    return state
+
+ADMIN: Final = TypedState(AdminState)
 
 
 # Declared for the OpenAPI "Authorize" button; the check itself is `BearerAuthMiddleware`'s.
@@ -61,6 +69,10 @@ async def operator(
         # Only reachable if the middleware is not installed: refuse rather than trust.
         raise NotAuthenticated("missing")
     return name
+
+
+State = Annotated[AdminState, Depends(ADMIN.of)]
+Operator = Annotated[str, Depends(operator)]
 
 
 async def known_query_parameters_only(request: Request) -> None:

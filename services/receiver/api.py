@@ -25,7 +25,6 @@ from urllib.parse import quote
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
-from prometheus_client import Counter, Histogram
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Message, Receive, Scope, Send
@@ -52,10 +51,11 @@ from services.receiver.schemas import (
     TwilioInbound,
     inline_schema,
 )
+from services.receiver.state import RECEIVER, ReceiverState
 from services.receiver.store import SmsStore
 from services.receiver.tracing import ReceiveSpans
 from sms_gateway import db
-from sms_gateway.http import HTTP_LATENCY, HTTP_REQUESTS, ops_router
+from sms_gateway.http import RequestMetrics, ops_router
 from sms_gateway.problems import (
     PROBLEM_MEDIA_TYPE,
     FieldProblem,
@@ -81,21 +81,7 @@ RECEIVE_PATH: Final = "/sms/receive"
 BATCH_PATH: Final = "/sms/receive/batch"
 SMSGATE_PATH: Final = "/sms/receive/smsgate"
 TWILIO_PATH: Final = "/sms/receive/twilio"
-
-
-@dataclass
-class Receiver:
-    """What the endpoints use, built in the lifespan."""
-
-    config: ReceiverConfig
-    pool: db.Pool
-    settings: SettingsStore
-    store: SmsStore
-    spans: ReceiveSpans | None  # None: tracing is off
-
-    @property
-    def max_message_length(self) -> int:
-        return self.settings.current.max_message_length
+_STATE_KEY: Final = RECEIVER.key
 
 
 # ---------------------------------------------------------------------------- answers
@@ -354,9 +340,9 @@ _TWILIO_HEADERS: Final = _header_parameters(("x-twilio-signature", "base64 HMAC-
 
 # ---------------------------------------------------------------------------- the SMS endpoints
 
-# An endpoint: (receiver, scope, body, request start in ns) -> its answer. Each raises the
-# receiver's domain errors, which `refusal` answers.
-Endpoint = Callable[[Receiver, Scope, bytes, int], Awaitable[Answer]]
+# An endpoint: (the receiver's state, scope, body, request start in ns) -> its answer. Each
+# raises the receiver's domain errors, which `refusal` answers.
+Endpoint = Callable[[ReceiverState, Scope, bytes, int], Awaitable[Answer]]
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
@@ -367,7 +353,9 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
-async def receive_sms(receiver: Receiver, scope: Scope, body: bytes, started_ns: int) -> Answer:
+async def receive_sms(
+    receiver: ReceiverState, scope: Scope, body: bytes, started_ns: int
+) -> Answer:
     key = incoming.idempotency_key(_header(scope, b"idempotency-key"))
     sms = incoming.single_sms(
         incoming.parse_json_body(body),
@@ -383,7 +371,9 @@ async def receive_sms(receiver: Receiver, scope: Scope, body: bytes, started_ns:
     return _receipt(str(stored.uuid), stored.repeated)
 
 
-async def receive_batch(receiver: Receiver, scope: Scope, body: bytes, started_ns: int) -> Answer:
+async def receive_batch(
+    receiver: ReceiverState, scope: Scope, body: bytes, started_ns: int
+) -> Answer:
     key = incoming.idempotency_key(
         _header(scope, b"idempotency-key"), max_length=incoming.MAX_BATCH_KEY_LENGTH
     )
@@ -412,7 +402,9 @@ async def receive_batch(receiver: Receiver, scope: Scope, body: bytes, started_n
     return Answer(202, answer, headers=_REPLAYED if repeated else ())
 
 
-async def receive_smsgate(receiver: Receiver, scope: Scope, body: bytes, started_ns: int) -> Answer:
+async def receive_smsgate(
+    receiver: ReceiverState, scope: Scope, body: bytes, started_ns: int
+) -> Answer:
     key = receiver.config.smsgate_signing_key
     if key is not None:
         smsgate.verify_signature(
@@ -441,7 +433,9 @@ async def receive_smsgate(receiver: Receiver, scope: Scope, body: bytes, started
 _TWIML: Final = Answer(200, twilio.EMPTY_TWIML, twilio.TWIML_MEDIA_TYPE.encode())
 
 
-async def receive_twilio(receiver: Receiver, scope: Scope, body: bytes, started_ns: int) -> Answer:
+async def receive_twilio(
+    receiver: ReceiverState, scope: Scope, body: bytes, started_ns: int
+) -> Answer:
     arrived_at = datetime.now(UTC)
     params = twilio.parse_form(body)
     token = receiver.config.twilio_auth_token
@@ -499,11 +493,10 @@ class ReceiverApp(FastAPI):
 
     def __init__(self, *, service: str, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.service = service
         self.body_limits = BodyLimits(
             incoming.MAX_BODY_BYTES, {BATCH_PATH: incoming.MAX_BATCH_BODY_BYTES}
         )
-        self._observers: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+        self.request_metrics = RequestMetrics(service)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -530,7 +523,9 @@ class ReceiverApp(FastAPI):
             else:
                 status, route = await self._framework(scope, receive, send, limit)
         finally:
-            self._observe(scope["method"], route, status, time.perf_counter() - started)
+            self.request_metrics.observe(
+                scope["method"], route, status, time.perf_counter() - started
+            )
 
     async def _sms(
         self,
@@ -548,7 +543,9 @@ class ReceiverApp(FastAPI):
             return answer.status
         try:
             body = await self.body_limits.read(receive, limit)
-            answer = await endpoint(scope["state"]["receiver"], scope, body, started_ns)
+            # The state as `RECEIVER.of_scope` reads it, without the call (sms_gateway/lifespan.py).
+            state: ReceiverState = scope["state"][_STATE_KEY]
+            answer = await endpoint(state, scope, body, started_ns)
         except ReceiverError as exc:
             answer = refusal(exc)
         except ClientGone:
@@ -573,17 +570,6 @@ class ReceiverApp(FastAPI):
         await super().__call__(scope, self.body_limits.limited(receive, limit), send_with_status)
         return status, getattr(scope.get("route"), "path", None) or "unmatched"
 
-    def _observe(self, method: str, route: str, status: int, seconds: float) -> None:
-        key = (method, route, status)
-        observers = self._observers.get(key)
-        if observers is None:
-            observers = self._observers[key] = (
-                HTTP_REQUESTS.labels(self.service, method, route, str(status)),
-                HTTP_LATENCY.labels(self.service, method, route),
-            )
-        observers[0].inc()
-        observers[1].observe(seconds)
-
 
 # ---------------------------------------------------------------------------- the app
 
@@ -591,11 +577,9 @@ class ReceiverApp(FastAPI):
 def create_app(config: ReceiverConfig) -> ReceiverApp:
     """The receiver. Its pool, settings refresher and group-commit flusher live in the lifespan;
     on shutdown the flusher commits what it has taken, then the pool closes."""
-    runtime: dict[str, Receiver] = {}
-    supervisor = Supervisor()
 
     @contextlib.asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, Any]]:
+    async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, ReceiverState]]:
         pool = await db.create_pool(
             config.database_url.get_secret_value(),
             min_size=config.db_pool_min_size,
@@ -603,6 +587,7 @@ def create_app(config: ReceiverConfig) -> ReceiverApp:
             command_timeout=config.db_command_timeout,
         )
         settings = SettingsStore()
+        supervisor = Supervisor()
         # A background task that dies (a bug) turns /ready false and stops the process, which
         # exits non-zero, rather than leave it half alive (sms_gateway/service.py).
         refresher = supervisor.start(
@@ -622,12 +607,11 @@ def create_app(config: ReceiverConfig) -> ReceiverApp:
         )
         supervisor.watch(store.start())
         pipe = sms_spans()
-        receiver = Receiver(
-            config, pool, settings, store, ReceiveSpans(pipe) if pipe is not None else None
-        )
-        runtime["receiver"] = receiver
+        spans = ReceiveSpans(pipe) if pipe is not None else None
         try:
-            yield {"receiver": receiver}
+            yield RECEIVER.for_requests(
+                ReceiverState(config, pool, settings, store, spans, supervisor)
+            )
         finally:
             refresher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -639,14 +623,6 @@ def create_app(config: ReceiverConfig) -> ReceiverApp:
                 await asyncio.to_thread(pipe.flush, SPAN_FLUSH_SECONDS)
             await db.close_pool(pool)
             logger.info("receiver stopped: every SMS taken was committed or answered")
-
-    async def ready() -> dict[str, bool]:
-        receiver = runtime.get("receiver")
-        # Writable: a read-only database (a standby) answers, but no SMS can be stored.
-        return {
-            "database": receiver is not None and await db.is_ready(receiver.pool, writable=True),
-            "background": supervisor.healthy,
-        }
 
     app = ReceiverApp(
         service=config.service_name,
@@ -662,7 +638,7 @@ def create_app(config: ReceiverConfig) -> ReceiverApp:
     )
     install_error_handlers(app)
     document_problems(app)
-    app.include_router(ops_router(ready))
+    app.include_router(ops_router(RECEIVER))
     _add_sms_routes(app)
     return app
 
@@ -673,7 +649,7 @@ def _add_sms_routes(app: FastAPI) -> None:
 
     async def serve(request: Request, endpoint: Endpoint) -> Response:
         body = await request.body()
-        answer = await endpoint(request.state.receiver, request.scope, body, time.time_ns())
+        answer = await endpoint(RECEIVER.of(request), request.scope, body, time.time_ns())
         return answer.response()
 
     @app.post(

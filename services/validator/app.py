@@ -15,6 +15,7 @@ import checks
 from checks.base import Check
 from services.validator.config import ValidatorConfig
 from services.validator.engine import Engine
+from services.validator.state import VALIDATOR, ValidatorState
 from sms_gateway import db
 from sms_gateway.http import HttpMetricsMiddleware, ops_router
 from sms_gateway.redis import RedisLink
@@ -39,7 +40,7 @@ def create_app(
     registry = checks.REGISTRY if checks_by_name is None else checks_by_name
 
     @contextlib.asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, ValidatorState]]:
         # min_size=0: start even while the database is away; the engine retries by itself.
         pool = await db.create_pool(
             config.database_url.get_secret_value(),
@@ -59,22 +60,9 @@ def create_app(
             **options,
         )
         supervisor = Supervisor(on_fatal or fail_process)
-        task = supervisor.start(engine.run(), name="validator-engine")
-
-        async def ready() -> dict[str, bool]:
-            return {
-                "database": await db.is_ready(pool),
-                "engine": engine.started and supervisor.healthy,
-                # False while a batch, lease or index operation waits out a transient fault
-                # (Redis full or gone, a read-only database...): the log names it.
-                "judging": not engine.waiting,
-            }
-
-        app.state.engine = engine
-        app.state.engine_task = task
-        app.state.ready = ready
+        task: asyncio.Task[None] = supervisor.start(engine.run(), name="validator-engine")
         try:
-            yield
+            yield VALIDATOR.for_requests(ValidatorState(pool, engine, task, supervisor))
         finally:
             await engine.stop()
             try:
@@ -88,11 +76,6 @@ def create_app(
             await db.close_pool(pool, grace=5.0)
 
     app = FastAPI(title="SMS gateway validator", lifespan=lifespan)
-
-    async def ready() -> dict[str, bool]:
-        check: Callable[[], asyncio.Future[dict[str, bool]]] = app.state.ready
-        return await check()
-
-    app.include_router(ops_router(ready))
+    app.include_router(ops_router(VALIDATOR))
     app.add_middleware(HttpMetricsMiddleware, service=config.service_name)
     return app

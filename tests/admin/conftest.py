@@ -17,6 +17,7 @@ from fastapi import FastAPI
 import checks
 from services.admin.app import create_app
 from services.admin.config import AdminConfig
+from services.admin.state import ADMIN
 from sms_gateway.config import load_config
 from tests.conftest import FreshDatabase
 
@@ -71,9 +72,9 @@ async def admin(admin_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     """A client of a running admin app (lifespan entered), without credentials."""
     app = admin_app
     async with (
-        app.router.lifespan_context(app),
+        ADMIN.serving(app) as (served, _),
         httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://admin.test"
+            transport=httpx.ASGITransport(app=served), base_url="http://admin.test"
         ) as client,
     ):
         yield client

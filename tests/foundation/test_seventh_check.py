@@ -26,6 +26,7 @@ import checks
 from checks.base import CheckContext, CheckResult, SmsToJudge
 from services.admin.app import create_app as create_admin_app
 from services.admin.config import AdminConfig
+from services.admin.state import ADMIN
 from services.validator.app import create_app as create_validator_app
 from services.validator.config import ValidatorConfig
 from sms_gateway.config import load_config
@@ -81,9 +82,9 @@ async def admin(
     monkeypatch.setenv("SMSGW_ADMIN_TOKENS", f"operator:{TOKEN}")
     app = create_admin_app(load_config(AdminConfig), checks_by_name=REGISTRY)
     async with (
-        app.router.lifespan_context(app),
+        ADMIN.serving(app) as (served, _),
         httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app),
+            transport=httpx.ASGITransport(app=served),
             base_url="http://admin.test",
             headers={"Authorization": f"Bearer {TOKEN}"},
         ) as client,

@@ -13,6 +13,7 @@ import pytest
 
 from services.receiver.api import create_app
 from services.receiver.config import ReceiverConfig
+from services.receiver.state import RECEIVER
 from tests.conftest import FreshDatabase
 
 SMS: dict[str, str] = {
@@ -45,25 +46,14 @@ def receiver_client(database: FreshDatabase) -> ClientFactory:
     @asynccontextmanager
     async def running(root_path: str = "", **overrides: Any) -> AsyncIterator[httpx.AsyncClient]:
         app = create_app(receiver_config(database, **overrides))
-        async with app.router.lifespan_context(app) as state:
-            # ASGITransport does not run the lifespan: hand its state to each request as
-            # the server would.
-            transport = httpx.ASGITransport(app=_with_state(app, state), root_path=root_path)
+        async with RECEIVER.serving(app) as (served, _):
+            transport = httpx.ASGITransport(app=served, root_path=root_path)
             async with httpx.AsyncClient(
                 transport=transport, base_url="http://receiver.test"
             ) as client:
                 yield client
 
     return running
-
-
-def _with_state(app: Any, state: Any) -> Any:
-    async def asgi(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "http":
-            scope = {**scope, "state": dict(state or {})}
-        await app(scope, receive, send)
-
-    return asgi
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ import redis.asyncio as aioredis
 
 from services.validator.app import create_app
 from services.validator.config import ValidatorConfig
+from services.validator.state import VALIDATOR
 from sms_gateway.config import load_config
 from tests.conftest import FreshDatabase, Infra
 from tests.validator.conftest import (
@@ -38,9 +39,9 @@ async def test_the_app_runs_the_engine_and_waits_out_a_redis_outage(
     monkeypatch.setenv("SMSGW_DATABASE_URL", database.url("sms_validator"))
     app = create_app(load_config(ValidatorConfig), settle_margin=0.01)
     async with (
-        app.router.lifespan_context(app),
+        VALIDATOR.serving(app) as (served, state),
         httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://validator"
+            transport=httpx.ASGITransport(app=served), base_url="http://validator"
         ) as client,
     ):
         assert (await client.get("/health")).json() == {"status": "ok"}
@@ -63,7 +64,7 @@ async def test_the_app_runs_the_engine_and_waits_out_a_redis_outage(
         assert not await all_judged(owner_pool)
         await set_settings(owner_pool, {"redis_port": str(infra.redis_port)})
         await wait_for(lambda: all_judged(owner_pool), within=30, what="resumed by itself")
-        assert not app.state.engine_task.done()  # waited the outage out, never exited
+        assert not state.engine_task.done()  # waited the outage out, never exited
         assert (await client.get("/ready")).status_code == 200
 
         metrics = (await client.get("/metrics")).text
@@ -100,9 +101,9 @@ async def test_a_full_redis_is_waited_out_with_ready_saying_so(
     app = create_app(load_config(ValidatorConfig), settle_margin=0.01)
     config = {str(k): str(v) for k, v in (await redis_client.config_get("maxmemory*")).items()}
     async with (
-        app.router.lifespan_context(app),
+        VALIDATOR.serving(app) as (served, state),
         httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://validator"
+            transport=httpx.ASGITransport(app=served), base_url="http://validator"
         ) as client,
     ):
 
@@ -117,7 +118,7 @@ async def test_a_full_redis_is_waited_out_with_ready_saying_so(
             await insert_sms(receiver_pool, stream((s, True) for s in SENDERS[:5]))
             await wait_for(lambda: judging(False), within=60, what="/ready: not judging")
             assert "sms_validator_waiting 1.0" in (await client.get("/metrics")).text
-            assert not app.state.engine_task.done()  # waiting, never exited
+            assert not state.engine_task.done()  # waiting, never exited
         finally:
             await redis_client.config_set("maxmemory", config["maxmemory"])
             await redis_client.config_set("maxmemory-policy", config["maxmemory-policy"])

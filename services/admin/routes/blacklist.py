@@ -6,13 +6,13 @@ import logging
 from typing import Annotated
 
 import asyncpg
-from fastapi import APIRouter, Depends, Path, Query
+from fastapi import APIRouter, Path, Query
 from pydantic import AfterValidator
 
 from services.admin import queries
 from services.admin.errors import SenderNotBlacklisted
 from services.admin.models import BlacklistEntry, BlacklistPage, BlacklistRemoval
-from services.admin.state import AdminState, admin_state, operator
+from services.admin.state import Operator, State
 from sms_gateway import db
 from sms_gateway.problems import problem_responses
 from sms_gateway.senders import MAX_SENDER_LENGTH, normalise_sender
@@ -20,9 +20,6 @@ from sms_gateway.senders import MAX_SENDER_LENGTH, normalise_sender
 logger = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/blacklist", tags=["blacklist"])
-
-State = Annotated[AdminState, Depends(admin_state)]
-Operator = Annotated[str, Depends(operator)]
 
 
 def _stored_form(sender_number: str) -> str:

@@ -10,7 +10,7 @@ import logging
 from typing import Annotated, Any
 
 import asyncpg
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Query
 from prometheus_client import Counter
 
 from services.admin import queries
@@ -21,7 +21,7 @@ from services.admin.models import (
     SettingUpdate,
     SettingView,
 )
-from services.admin.state import AdminState, admin_state, operator
+from services.admin.state import AdminState, Operator, State
 from sms_gateway import db
 from sms_gateway.errors import SettingValueError, UnknownSettingError
 from sms_gateway.problems import problem_responses
@@ -44,9 +44,6 @@ SETTINGS_CHANGES = Counter(
 )
 
 router = APIRouter(prefix="/settings", tags=["settings"])
-
-State = Annotated[AdminState, Depends(admin_state)]
-Operator = Annotated[str, Depends(operator)]
 
 
 def setting_view(key: str, row: asyncpg.Record | None, state: AdminState) -> SettingView:

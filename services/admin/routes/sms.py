@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import logging
-from typing import Annotated, Final
+from typing import Final
 from uuid import UUID
 
 import asyncpg
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 
 from checks import result_column
 from checks.base import CheckResult
 from services.admin import queries
 from services.admin.errors import SmsNotFound, SmsNotInError
 from services.admin.models import CheckOutcome, InputSms, OutSms, Requeued, SmsDetail
-from services.admin.state import AdminState, admin_state, operator
+from services.admin.state import Operator, State
 from sms_gateway import db
 from sms_gateway.problems import problem_responses
 
@@ -22,8 +22,6 @@ logger = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/sms", tags=["sms"])
 
-State = Annotated[AdminState, Depends(admin_state)]
-Operator = Annotated[str, Depends(operator)]
 
 NOT_JUDGED: Final = "unprocessed"
 

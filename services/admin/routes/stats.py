@@ -9,20 +9,19 @@ one consistent snapshot.
 from __future__ import annotations
 
 import json
-from typing import Annotated, Final
+from typing import Final
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 
 from services.admin import queries
 from services.admin.models import Backlog, Stats, Throughput
-from services.admin.state import AdminState, admin_state
+from services.admin.state import State
 from sms_gateway import db
 from sms_gateway.errors import SettingValueError
 from sms_gateway.settings import parse_setting_text
 
 router = APIRouter(tags=["stats"])
 
-State = Annotated[AdminState, Depends(admin_state)]
 
 # Counting the rows after the checkpoint walks the primary key; beyond this many the answer is
 # "at least this many", which is all an operator needs to know about such a backlog, and the
