@@ -11,6 +11,11 @@ it cannot track prepared statements. So, deliberately:
   server connection is pinned.
 * No session state: no `SET` (use `SET LOCAL` or role defaults), no `LISTEN`, no session
   advisory locks; transaction-scoped advisory locks are fine.
+* So nothing to reset when a connection returns to the pool: asyncpg's default reset
+  (`pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL`) would cost one more round trip
+  and statement per transaction, on whichever server connection pgbouncer lends it, which is
+  not the one the transaction used anyway. The pool keeps only asyncpg's local clean-up (and its
+  ROLLBACK of a transaction left open).
 """
 
 from __future__ import annotations
@@ -54,6 +59,10 @@ Connection = asyncpg.Connection
 Pool = asyncpg.Pool
 
 
+async def _no_session_state(connection: asyncpg.Connection) -> None:
+    """The pool's reset: there is no session state behind pgbouncer (see the module docstring)."""
+
+
 async def create_pool(
     dsn: str,
     *,
@@ -72,6 +81,7 @@ async def create_pool(
         max_cached_statement_lifetime=0,
         # pgbouncer may close idle server links; do not keep client links forever either.
         max_inactive_connection_lifetime=60.0,
+        reset=_no_session_state,
         **kwargs,
     )
     assert pool is not None
