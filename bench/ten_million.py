@@ -12,6 +12,9 @@ Steps, each reported as it runs:
 3. When everything is judged: total time, peak RSS per service, size per table, Redis memory
    per sender, the largest backlog age; SMS/s over time as a PNG plot (`--plot`).
 4. The drain rate again, with ten million rows in the tables: the ratio to step 1.
+`--drain-again ROUND` repeats step 4 alone on the finished run's database (each round with new
+senders), to be alternated with `bench.validator_throughput drain` on empty tables under the
+same load.
 
     export SMSGW_STACK_DIR=.stack-bench-10m SMSGW_PGBOUNCER_PORT=6503 SMSGW_REDIS_PORT=6513 \\
            SMSGW_DB_NAME=smsgw_bench_10m SMSGW_RECEIVER_PORT=8590 SMSGW_VALIDATOR_PORT=8591
@@ -263,15 +266,38 @@ async def run(config: StackConfig, total: int, clients: int, probe: int, plot: P
     print(f"   plot: {plot}")
 
     print(f"== 4. the validator's drain rate with {total} rows in the tables ({probe} SMS)")
+    full = await probe_full(config, owner, probe, prefix=PROBE_PREFIXES[0])
+    print(f"   {full:.0f} SMS/s: {full / empty.rate:.2f} of the rate on empty tables")
+    await owner.close()
+
+
+# Senders of the probes after the run: UK mobile ranges the run's own senders (4474...) do not
+# use, one per probe, so that every probe's senders are new.
+PROBE_PREFIXES = ("4477", "4478", "4479", "4475")
+
+
+async def probe_full(
+    config: StackConfig, owner: asyncpg.Connection, probe: int, *, prefix: str
+) -> float:
+    """COPY `probe` SMS of new senders beside what the tables hold and drain them."""
     await owner.copy_records_to_table(
         "input_sms",
         columns=["sender_number", "sms_message", "received_timestamp"],
         records=[
-            ("4477" + s[4:], m.replace(s, "4477" + s[4:]), r) for s, m, r in workload(probe, seed=3)
+            (prefix + s[4:], m.replace(s, prefix + s[4:]), r) for s, m, r in workload(probe, seed=3)
         ],
     )
-    full = await drain_after(config, owner, probe)
-    print(f"   {full:.0f} SMS/s: {full / empty.rate:.2f} of the rate on empty tables")
+    await owner.execute("VACUUM ANALYZE input_sms")
+    return await drain_after(config, owner, probe)
+
+
+async def drain_again(config: StackConfig, probe: int, round_: int) -> None:
+    """Step 4 alone, on a database that holds a finished run: for measuring the rate with ten
+    million rows back to back with an empty database (`bench.validator_throughput drain`)."""
+    owner = await asyncpg.connect(config.admin_url_for(config.db_name))
+    rows = await judged(owner)
+    rate = await probe_full(config, owner, probe, prefix=PROBE_PREFIXES[round_])
+    print(f"the validator's drain rate with {rows} judged rows in the tables: {rate:.0f} SMS/s")
     await owner.close()
 
 
@@ -339,11 +365,21 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--probe", type=int, default=200_000)
     parser.add_argument("--plot", type=Path, default=Path("docs/ten_million.png"))
+    parser.add_argument(
+        "--drain-again",
+        type=int,
+        choices=range(1, len(PROBE_PREFIXES)),
+        metavar="ROUND",
+        help="after a run: only step 4 again, with the ROUND-th new set of senders (1-3)",
+    )
     args = parser.parse_args()
     config = StackConfig()
     if not config.db_name.startswith("smsgw_bench"):
         raise SystemExit("refusing: SMSGW_DB_NAME must start with smsgw_bench (it is emptied)")
-    asyncio.run(run(config, args.sms, args.clients, args.probe, args.plot))
+    if args.drain_again:
+        asyncio.run(drain_again(config, args.probe, args.drain_again))
+    else:
+        asyncio.run(run(config, args.sms, args.clients, args.probe, args.plot))
 
 
 if __name__ == "__main__":
