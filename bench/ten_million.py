@@ -45,7 +45,9 @@ import httpx
 
 from bench.validator_throughput import (
     RESET,
+    cpu_seconds,
     drain_once,
+    postgres_processes,
     processes_of_session,
     workload,
 )
@@ -273,7 +275,7 @@ async def run(config: StackConfig, total: int, clients: int, probe: int, plot: P
 
 # Senders of the probes after the run: UK mobile ranges the run's own senders (4474...) do not
 # use, one per probe, so that every probe's senders are new.
-PROBE_PREFIXES = ("4477", "4478", "4479", "4475")
+PROBE_PREFIXES = ("4477", "4478", "4479", "4475", "4471", "4472", "4473")
 
 
 async def probe_full(
@@ -315,12 +317,22 @@ async def drain_after(config: StackConfig, owner: asyncpg.Connection, probe: int
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+    postgres = {pid: cpu_seconds([pid]) for pid in postgres_processes(config.db_name)}
+    validator_cpu = 0.0
     try:
-        while await judged(owner) < before + probe:  # noqa: ASYNC110 (polls the database)
+        while await judged(owner) < before + probe:
             await asyncio.sleep(0.5)
+            validator_cpu = max(validator_cpu, cpu_seconds(processes_of_session(process.pid)))
+            for pid in postgres_processes(config.db_name):
+                postgres.setdefault(pid, 0.0)
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(40)
+    postgres_cpu = sum(cpu_seconds([pid]) - first for pid, first in postgres.items())
+    print(
+        f"   CPU per SMS: validator {validator_cpu / probe * 1e6:.1f} µs, "
+        f"PostgreSQL {postgres_cpu / probe * 1e6:.1f} µs"
+    )
     span = await owner.fetchval(
         "SELECT extract(epoch FROM max(processing_completed_at) - min(processing_started_at)) "
         "FROM sms_monitor WHERE processing_started_at >= $1",
@@ -370,7 +382,7 @@ def main() -> None:
         type=int,
         choices=range(1, len(PROBE_PREFIXES)),
         metavar="ROUND",
-        help="after a run: only step 4 again, with the ROUND-th new set of senders (1-3)",
+        help="after a run: only step 4 again, with the ROUND-th new set of senders (1-6)",
     )
     args = parser.parse_args()
     config = StackConfig()
