@@ -148,8 +148,10 @@ class _Candidate:
 class _CallingCode:
     code: str
     # The metadata `parse` strips a national prefix with (`metadata_for_region_or_calling_code`
-    # of the code's main region).
+    # of the code's main region), and the start of a number that may be one: numbers that do
+    # not start so are left as they are (`_maybe_strip_national_prefix_carrier_code`).
     parsing: PhoneMetadata | None
+    national_prefix: re.Pattern[str] | None
     candidates: tuple[_Candidate, ...]
 
 
@@ -167,7 +169,10 @@ def _load_calling_code(code: int) -> _CallingCode:
     validities: dict[int, _Validity] = {}  # by metadata, so that a region's is compiled once
 
     def validity(metadata: PhoneMetadata) -> _Validity:
-        return validities.setdefault(id(metadata), _Validity(metadata))
+        known = validities.get(id(metadata))
+        if known is None:
+            known = validities[id(metadata)] = _Validity(metadata)
+        return known
 
     candidates = []
     for region in phonenumbers.COUNTRY_CODE_TO_REGION_CODE[code]:
@@ -187,12 +192,12 @@ def _load_calling_code(code: int) -> _CallingCode:
                 validity(judging) if usable and judging is not None else None,
             )
         )
+    parsing = PhoneMetadata.metadata_for_region_or_calling_code(
+        code, phonenumbers.region_code_for_country_code(code)
+    )
+    prefix = parsing.national_prefix_for_parsing if parsing is not None else None
     return _CallingCode(
-        str(code),
-        PhoneMetadata.metadata_for_region_or_calling_code(
-            code, phonenumbers.region_code_for_country_code(code)
-        ),
-        tuple(candidates),
+        str(code), parsing, re.compile(prefix) if prefix else None, tuple(candidates)
     )
 
 
@@ -216,7 +221,7 @@ def judge_international(text: str) -> JudgedNumber | None:
         return None
     calling = _calling_code(code)
     metadata = calling.parsing
-    if metadata is not None:
+    if metadata is not None and calling.national_prefix and calling.national_prefix.match(national):
         _, stripped, _ = _maybe_strip_national_prefix_carrier_code(national, metadata)
         if stripped != national and _test_number_length(stripped, metadata) not in _KEEP_UNSTRIPPED:
             national = stripped
