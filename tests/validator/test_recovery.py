@@ -25,11 +25,12 @@ import asyncpg
 import httpx
 import pytest
 import redis.asyncio as aioredis
+import redis.exceptions
 
 from services.validator import index, sql
 from services.validator.index import MARKS_KEY, SET_KEY, IndexContext, write_through
 from sms_gateway import db
-from sms_gateway.redis import RedisLink
+from sms_gateway.redis import TRANSIENT_REDIS_ERRORS, RedisLink
 from tests.conftest import TEST_REDIS_DB, FreshDatabase, Infra
 from tests.validator.conftest import (
     NewSms,
@@ -346,3 +347,31 @@ async def test_a_scratch_set_that_lost_members_is_not_swapped_in(
     assert await index._swap_in(services_redis, context, "scratch", written, seqs)
     assert await redis_senders(services_redis) == set(senders)
     assert await redis_marks(services_redis) == seqs
+
+
+async def test_a_redis_refusal_mid_rebuild_stops_the_copy_and_the_next_rebuild_completes(
+    owner_pool: asyncpg.Pool,
+    validator_pool: asyncpg.Pool,
+    services_redis: aioredis.Redis,
+    redis_client: aioredis.Redis,
+) -> None:
+    """Redis at maxmemory (noeviction) refuses a SADD while COPY streams: the error leaves the
+    rebuild as the transient fault it is, the COPY is cancelled, the connection goes back to the
+    pool usable, nothing is swapped in, and the lock is released for the next attempt."""
+    senders = [sender(n) for n in range(8 * index.CHUNK)]
+    await forward(owner_pool, senders)
+    context = await index_context(validator_pool)
+    used = int((await redis_client.info("memory"))["used_memory"])
+    before = str((await redis_client.config_get("maxmemory"))["maxmemory"])
+    await redis_client.config_set("maxmemory", str(used + 200_000))
+    try:
+        with pytest.raises(redis.exceptions.OutOfMemoryError):
+            await index.rebuild(services_redis, context, reason="test")
+    finally:
+        await redis_client.config_set("maxmemory", before)
+    assert isinstance(redis.exceptions.OutOfMemoryError(), TRANSIENT_REDIS_ERRORS)
+    assert not await redis_client.exists(SET_KEY, MARKS_KEY, index.REBUILD_LOCK_KEY)
+
+    assert await index.rebuild(services_redis, context, reason="test") == len(senders)
+    assert await redis_senders(redis_client) == set(senders)
+    assert await redis_marks(redis_client) == await forwarded_seqs(owner_pool)
