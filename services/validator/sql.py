@@ -137,14 +137,12 @@ ORDER BY seq
 LIMIT $4
 """
 # A rebuild, in one REPEATABLE READ snapshot: where every partition stands, then every forwarded
-# sender in chunks by keyset. Rows of a partition up to its forwarded_seq are all committed in
-# that snapshot (a partition's batches are serialised by its lease).
+# sender, streamed by COPY (text format, one sender a line). Rows of a partition up to its
+# forwarded_seq are all committed in that snapshot (a partition's batches are serialised by its
+# lease).
 DATABASE_TOKEN: Final = "SELECT token::text FROM validator_identity"  # noqa: S105 (not a secret)
 PARTITION_SEQS: Final = "SELECT partition_no, forwarded_seq FROM validator_partitions"
-FORWARDED_SENDERS_AFTER: Final = """
-SELECT sender_number FROM forwarded_senders WHERE sender_number > $1
-ORDER BY sender_number LIMIT $2
-"""
+EVERY_FORWARDED_SENDER: Final = "SELECT sender_number FROM forwarded_senders"
 
 # Leases (services/validator/partitions.py). A worker announces itself and renews what it holds;
 # then counts the live workers for its fair share.

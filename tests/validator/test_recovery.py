@@ -3,7 +3,10 @@
 of another database, of the wrong type, and ahead of the database (a database restored under a
 newer Redis, holding senders that were never forwarded). After each, the next SMS are judged
 from a complete set: a sender whose membership was lost is still a duplicate, a sender the
-database never forwarded is not. Each repair shows in the metrics and the log."""
+database never forwarded is not. Each repair shows in the metrics and the log.
+
+Then the rebuild's parts on their own: every sender arrives through COPY whatever it holds and
+wherever COPY's buffers split it, and a scratch set that lost members is never swapped in."""
 
 from __future__ import annotations
 
@@ -22,9 +25,12 @@ import asyncpg
 import httpx
 import pytest
 import redis.asyncio as aioredis
+import redis.exceptions
 
+from services.validator import index, sql
 from services.validator.index import MARKS_KEY, SET_KEY, IndexContext, write_through
 from sms_gateway import db
+from sms_gateway.redis import TRANSIENT_REDIS_ERRORS, RedisLink
 from tests.conftest import TEST_REDIS_DB, FreshDatabase, Infra
 from tests.validator.conftest import (
     NewSms,
@@ -41,6 +47,16 @@ from tests.validator.conftest import (
 
 FORWARDED = 30_000
 LAG = 10_000
+# Senders that COPY's text format escapes (a backslash, control characters), and a long one.
+ODD_SENDERS = [
+    "Back\\slash",
+    "Tab\tbed",
+    "New\nline",
+    "Car\rriage",
+    "V\vF\fB\b",
+    "Zürich",
+    "123456789012345",
+]
 
 
 def sender(number: int) -> str:
@@ -209,3 +225,153 @@ async def test_a_write_through_of_more_members_than_lua_can_unpack(
     size = await write_through(redis_client, context, members, {0: (0, 20_000)})
     assert size == 20_000
     assert await redis_marks(redis_client) == {0: 20_000, 1: 0}
+
+
+FILL_FORWARDED = """
+INSERT INTO forwarded_senders (sender_number, partition_no, seq, first_uuid)
+SELECT sender_number, p, row_number() OVER (PARTITION BY p ORDER BY sender_number),
+       gen_random_uuid()
+FROM (SELECT s AS sender_number, sms_sender_partition(s, $2) AS p FROM unnest($1::text[]) s) f
+"""
+SET_SEQS = """
+UPDATE validator_partitions p SET forwarded_seq = f.last
+FROM (SELECT partition_no, max(seq) AS last FROM forwarded_senders GROUP BY 1) f
+WHERE f.partition_no = p.partition_no
+"""
+
+
+async def forward(owner_pool: asyncpg.Pool, senders: list[str]) -> None:
+    """Record `senders` as forwarded, numbered per partition as batches would have."""
+    async with db.transaction(owner_pool) as connection:
+        partitions = await connection.fetchval(sql.PARTITION_COUNT)
+        await connection.execute(FILL_FORWARDED, senders, partitions)
+        await connection.execute(SET_SEQS)
+
+
+@pytest.fixture
+async def services_redis(
+    infra: Infra, redis_client: aioredis.Redis
+) -> AsyncIterator[aioredis.Redis]:
+    """The services' own client (RedisLink) on the tests' emptied Redis database."""
+    link = RedisLink(password=infra.redis_password, db=TEST_REDIS_DB)
+    try:
+        yield await link.for_target("127.0.0.1", infra.redis_port)
+    finally:
+        await link.close()
+
+
+async def index_context(pool: asyncpg.Pool) -> IndexContext:
+    async with db.transaction(pool, readonly=True) as connection:
+        token = await connection.fetchval(sql.DATABASE_TOKEN)
+        partitions = await connection.fetchval(sql.PARTITION_COUNT)
+    return IndexContext(pool=pool, token=token, partitions=partitions, ttl=600)
+
+
+async def test_a_rebuild_holds_every_forwarded_sender_and_marks_its_snapshot(
+    owner_pool: asyncpg.Pool,
+    validator_pool: asyncpg.Pool,
+    services_redis: aioredis.Redis,
+    redis_client: aioredis.Redis,
+) -> None:
+    """Many COPY buffers and SADD chunks, senders that COPY escapes; another database's set of
+    the same size is replaced, and nothing is left behind."""
+    senders = [sender(n) for n in range(12 * index.CHUNK)] + ODD_SENDERS
+    await forward(owner_pool, senders)
+    await redis_client.sadd(SET_KEY, *(f"old{n}" for n in range(len(senders))))
+    await redis_client.hset(MARKS_KEY, mapping={"db": str(UUID(int=7)), "n": 32})
+    context = await index_context(validator_pool)
+
+    assert await index.rebuild(services_redis, context, reason="test") == len(senders)
+
+    assert await redis_senders(redis_client) == set(senders)
+    assert await redis_marks(redis_client) == await forwarded_seqs(owner_pool)
+    fields = await redis_client.hgetall(MARKS_KEY)
+    assert (fields["db"], int(fields["n"])) == (context.token, context.partitions)
+    assert set(await redis_client.keys("*")) == {SET_KEY, MARKS_KEY}  # no scratch, no lock
+
+
+async def test_copy_output_split_anywhere_reaches_the_scratch_set_whole(
+    owner_pool: asyncpg.Pool, validator_pool: asyncpg.Pool, services_redis: aioredis.Redis
+) -> None:
+    """COPY's buffers need not end at a line's end, nor outside an escape: the writer joins
+    what straddles two of them."""
+    senders = [sender(n) for n in range(3_000)] + ODD_SENDERS
+    await forward(owner_pool, senders)
+    copied = bytearray()
+
+    async def collect(data: bytes) -> None:
+        copied.extend(data)
+
+    async with db.transaction(validator_pool, readonly=True) as connection:
+        await connection.copy_from_query(sql.EVERY_FORWARDED_SENDER, output=collect)
+    backslash = copied.index(b"\\")
+    cuts = sorted({*range(0, len(copied), 997), backslash + 1, copied.index(b"\n") + 1})
+    async with index._ScratchWriter(services_redis, "scratch") as writer:
+        for start, end in zip(cuts, [*cuts[1:], len(copied)], strict=True):
+            await writer.write(bytes(copied[start:end]))
+    assert writer.written == len(senders)
+    members = await services_redis.smembers("scratch")
+    assert members == set(senders)
+
+
+async def test_a_scratch_set_that_lost_members_is_not_swapped_in(
+    owner_pool: asyncpg.Pool, validator_pool: asyncpg.Pool, services_redis: aioredis.Redis
+) -> None:
+    """A flush between two chunks of a rebuild (an operator's FLUSHDB, Redis restarted empty):
+    the swap-in refuses, and the set and marks it would have replaced stay as they were."""
+    senders = [sender(n) for n in range(4 * index.CHUNK)]
+    await forward(owner_pool, senders)
+    context = await index_context(validator_pool)
+    seqs = await forwarded_seqs(owner_pool)
+    lines = [f"{s}\n".encode() for s in senders]
+    half = len(lines) // 2
+
+    async with index._ScratchWriter(services_redis, "scratch") as first:
+        await first.write(b"".join(lines[:half]))
+    await services_redis.flushdb()
+    await services_redis.sadd(SET_KEY, "447400000001")
+    await services_redis.hset(MARKS_KEY, mapping={"db": context.token, "n": 1, "p0": 1})
+    async with index._ScratchWriter(services_redis, "scratch") as second:
+        await second.write(b"".join(lines[half:]))
+    written = first.written + second.written
+    assert written == len(senders)
+
+    assert not await index._swap_in(services_redis, context, "scratch", written, seqs)
+    assert await redis_senders(services_redis) == {"447400000001"}
+    assert await services_redis.hgetall(MARKS_KEY) == {"db": context.token, "n": "1", "p0": "1"}
+    assert await services_redis.scard("scratch") == len(senders) - half
+
+    # Given every member again, the same scratch set is swapped in.
+    async with index._ScratchWriter(services_redis, "scratch") as again:
+        await again.write(b"".join(lines[:half]))
+    assert await index._swap_in(services_redis, context, "scratch", written, seqs)
+    assert await redis_senders(services_redis) == set(senders)
+    assert await redis_marks(services_redis) == seqs
+
+
+async def test_a_redis_refusal_mid_rebuild_stops_the_copy_and_the_next_rebuild_completes(
+    owner_pool: asyncpg.Pool,
+    validator_pool: asyncpg.Pool,
+    services_redis: aioredis.Redis,
+    redis_client: aioredis.Redis,
+) -> None:
+    """Redis at maxmemory (noeviction) refuses a SADD while COPY streams: the error leaves the
+    rebuild as the transient fault it is, the COPY is cancelled, the connection goes back to the
+    pool usable, nothing is swapped in, and the lock is released for the next attempt."""
+    senders = [sender(n) for n in range(8 * index.CHUNK)]
+    await forward(owner_pool, senders)
+    context = await index_context(validator_pool)
+    used = int((await redis_client.info("memory"))["used_memory"])
+    before = str((await redis_client.config_get("maxmemory"))["maxmemory"])
+    await redis_client.config_set("maxmemory", str(used + 200_000))
+    try:
+        with pytest.raises(redis.exceptions.OutOfMemoryError):
+            await index.rebuild(services_redis, context, reason="test")
+    finally:
+        await redis_client.config_set("maxmemory", before)
+    assert isinstance(redis.exceptions.OutOfMemoryError(), TRANSIENT_REDIS_ERRORS)
+    assert not await redis_client.exists(SET_KEY, MARKS_KEY, index.REBUILD_LOCK_KEY)
+
+    assert await index.rebuild(services_redis, context, reason="test") == len(senders)
+    assert await redis_senders(redis_client) == set(senders)
+    assert await redis_marks(redis_client) == await forwarded_seqs(owner_pool)
