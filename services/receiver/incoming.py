@@ -13,6 +13,8 @@ import json
 from datetime import UTC, datetime
 from typing import Any, Final, NamedTuple
 
+import orjson
+
 from services.receiver.errors import InvalidSms
 from sms_gateway.problems import FieldProblem
 from sms_gateway.senders import MAX_SENDER_LENGTH, normalise_sender
@@ -50,7 +52,19 @@ def body_text(body: bytes) -> str:
 
 
 def parse_json_body(body: bytes) -> Any:
-    """The JSON document of a request body; invalid UTF-8 and malformed JSON are refused."""
+    """The JSON document of a request body; invalid UTF-8 and malformed JSON are refused.
+
+    orjson decodes it (in a third of the standard library's time). What orjson refuses, the
+    standard library decides, so that every answer is the one it always was: orjson is stricter
+    (lone surrogate escapes, NaN, numbers past a double's range, nesting past 1024 levels), and
+    those documents are accepted as before (their fields judged below) or refused with the
+    standard library's words. (orjson gives an integer past 64 bits as a float: every field of
+    ours that holds a number of either kind is refused alike, "got a number".)
+    """
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        pass
     text = body_text(body)
     try:
         return json.loads(text)
