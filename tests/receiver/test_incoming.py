@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -14,7 +15,7 @@ from hypothesis import strategies as st
 
 from services.receiver import incoming
 from services.receiver.errors import InvalidSms
-from tests.fault.support import ANY_JSON, as_python, json_bytes
+from tests.fault.support import ANY_CHARACTER, ANY_JSON, ANY_TEXT, as_python, json_bytes
 
 
 def _standard(body: bytes) -> Any:
@@ -92,3 +93,98 @@ def test_a_refusal_is_worded_as_the_standard_library_words_it(body: bytes, rule:
     with pytest.raises(InvalidSms) as refused:
         incoming.parse_json_body(body)
     assert [problem.rule for problem in refused.value.problems] == [rule]
+
+
+# Values near what a client sends, and their troubles: letters in numbers, separators, NUL, lone
+# surrogates, white space around a time, offsets, naive times, the first and the last year.
+SENDER_LIKE = (
+    st.text(st.sampled_from("+0123456789 -.()\t\u00a0\u2007aZ\x00\ud800é٣"), max_size=20)
+    | st.sampled_from(["+44 7700 900123", "0044 7700 900123", "Google", " 72404 ", "", "+"])
+    | ANY_TEXT
+)
+MESSAGE_LIKE = st.text(ANY_CHARACTER, max_size=12) | st.sampled_from(["", "x" * 16, "x" * 17])
+OFFSETS = st.sampled_from(["Z", "+00:00", "+02:00", "-01:00", "+05:45", "+14:00", ""])
+MOMENT_LIKE = (
+    st.builds(
+        lambda moment, offset, separator, padding: (
+            padding + moment.isoformat(sep=separator) + offset + padding
+        ),
+        st.datetimes(min_value=datetime(1, 1, 1), max_value=datetime(9999, 12, 31, 23, 59)),
+        OFFSETS,
+        st.sampled_from(["T", " "]),
+        st.sampled_from(["", " ", "\n"]),
+    )
+    | st.sampled_from(["0001-01-01T00:30:00+01:00", "9999-12-31T23:30:00-01:00", "2024"])
+    | ANY_TEXT
+)
+SMS_ITEM = st.fixed_dictionaries(
+    {"sender_number": SENDER_LIKE, "sms_message": MESSAGE_LIKE, "received_timestamp": MOMENT_LIKE}
+) | st.fixed_dictionaries(
+    {},
+    optional={
+        "sender_number": SENDER_LIKE | ANY_JSON,
+        "sms_message": MESSAGE_LIKE | ANY_JSON,
+        "received_timestamp": MOMENT_LIKE | ANY_JSON,
+        "extra": ANY_JSON,
+    },
+)
+
+
+PLAIN = {
+    "sender_number": "+44 7700 900123",
+    "sms_message": "ACME 0123456789ab",
+    "received_timestamp": "2024-06-22T15:46:11+01:00",
+}
+
+
+@pytest.mark.parametrize(
+    "item",
+    [
+        PLAIN,
+        {**PLAIN, "sender_number": "Google", "sms_message": "Привет 🔐"},
+        {**PLAIN, "received_timestamp": "2024-06-22T14:46:11Z"},
+    ],
+)
+def test_a_valid_sms_takes_the_quick_pass(item: dict[str, str]) -> None:
+    quick = incoming.plain_sms(item, 1600, "api-batch", None)
+    assert quick is not None
+    assert quick == incoming.judged_sms(
+        item, max_message_length=1600, source="api-batch", client_event_id=None
+    )
+
+
+@given(SMS_ITEM | ANY_JSON, st.sampled_from([None, "batch-7#3"]))
+@example(PLAIN, None)
+@example({**PLAIN, "received_timestamp": " 2024-06-22T15:46:11+01:00"}, None)
+@example({**PLAIN, "received_timestamp": "0001-01-01T00:30:00+01:00"}, None)
+@example({**PLAIN, "sender_number": "+44 7700 900123 456 789"}, None)
+def test_the_quick_pass_accepts_only_what_the_full_validation_accepts_as_it_stores_it(
+    item: Any, key: str | None
+) -> None:
+    judged = incoming.judged_sms(
+        item, max_message_length=16, source="api-batch", client_event_id=key
+    )
+    quick = incoming.plain_sms(item, 16, "api-batch", key)
+    if quick is not None:
+        assert quick == judged
+        assert quick.received_timestamp.utcoffset() == judged.received_timestamp.utcoffset()
+
+
+@given(st.lists(SMS_ITEM, min_size=1, max_size=5))
+def test_a_batch_is_judged_item_by_item(items: list[Any]) -> None:
+    expected = [
+        incoming.judged_sms(
+            item, max_message_length=16, source="api-batch", client_event_id=None, index=index
+        )
+        for index, item in enumerate(items)
+    ]
+    problems = [problem for result in expected if isinstance(result, list) for problem in result]
+    if problems:
+        with pytest.raises(InvalidSms) as refused:
+            incoming.sms_batch(items, max_message_length=16, source="api-batch", batch_key=None)
+        assert refused.value.problems == problems
+    else:
+        stored = incoming.sms_batch(
+            items, max_message_length=16, source="api-batch", batch_key=None
+        )
+        assert stored == expected
