@@ -29,6 +29,7 @@ its master). A process is never left half alive.
 from __future__ import annotations
 
 import asyncio
+import gc
 import importlib
 import logging
 import os
@@ -112,11 +113,20 @@ def main(config_class: type[BootstrapConfig], factory: str) -> int:
 
 def _load_app(config: BootstrapConfig, factory: str) -> Any:
     """Import the app factory and build the app, tracing first (its exporter thread belongs to
-    the process that uses it)."""
+    the process that uses it).
+
+    Then every object made so far (modules, the app, its routes and models: ~70,000) leaves the
+    garbage collector's view (`gc.freeze`): they live as long as the process, and each full
+    collection walked them all. A receiver's batch makes thousands of containers, enough for a
+    full collection every few dozen batches; with them walked, collecting took ~20 % of the
+    receiver's CPU under the batch benchmark.
+    """
     module_name, _, function_name = factory.partition(":")
     create_app = getattr(importlib.import_module(module_name), function_name)
     setup_tracing(config.service_name, config.otlp_endpoint, sample_ratio=config.trace_sample_ratio)
-    return create_app(config)
+    app = create_app(config)
+    gc.freeze()
+    return app
 
 
 def _serve_one_process(config: BootstrapConfig, factory: str) -> None:
