@@ -368,6 +368,15 @@ def main() -> int:
         print(f"| {COPY} | {medians[COPY]:,.0f} | | | |\n")
         for ours, other in ((BATCH_TRACED, COPY), (BATCH_UNTRACED, COPY)):
             print(f"{ours} / {other}: {medians[ours] / medians[other]:.2f}x")
+    refused = {
+        name: sum(r.errors for r in runs)
+        for name, runs in [*best.items(), *batch.items()]
+        if any(r.errors for r in runs)
+    }
+    if refused:
+        # A refused request is answered fast: a rate that counts them measures nothing.
+        print(f"\nINVALID: non-2xx answers were counted as served: {refused}")
+        return 1
     return 0
 
 
