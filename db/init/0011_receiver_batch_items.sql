@@ -10,8 +10,13 @@
 -- not write the uuid column; each uuid is made by uuid_generate_v7() inside the statement, in
 -- the items' order. store_input_batch (0010) stays for a receiver of the previous version that
 -- still runs during an upgrade.
+-- PL/pgSQL rather than SQL: it keeps the statement's plan for the server connection's life,
+-- where a SQL function plans its body at every call (0.3-0.4 ms of 5.8 per 1000 SMS).
 CREATE OR REPLACE FUNCTION store_input_items(items JSONB, batch_source TEXT) RETURNS UUID[]
-LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = public, pg_temp AS $$
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = public, pg_temp AS $$
+DECLARE
+    stored_uuids UUID[];
+BEGIN
     WITH incoming AS MATERIALIZED (
         SELECT uuid_generate_v7() AS uuid,
                item.value ->> 0 AS sender_number,
@@ -25,7 +30,9 @@ LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = public, pg_temp AS $$
         SELECT uuid, sender_number, sms_message, received_timestamp, batch_source
         FROM incoming
     )
-    SELECT array_agg(uuid ORDER BY position) FROM incoming
+    SELECT array_agg(uuid ORDER BY position) INTO stored_uuids FROM incoming;
+    RETURN stored_uuids;
+END
 $$;
 REVOKE ALL ON FUNCTION store_input_items(JSONB, TEXT) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION store_input_items(JSONB, TEXT) TO sms_receiver;
