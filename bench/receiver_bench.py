@@ -540,7 +540,16 @@ def main() -> int:
         medians[COPY] = statistics.median(copies)
         print(f"| {COPY} | {medians[COPY]:,.0f} | | | |\n")
         for ours, other in ((BATCH_TRACED, COPY), (BATCH_UNTRACED, COPY)):
-            print(f"{ours} / {other}: {medians[ours] / medians[other]:.2f}x")
+            # Also each round's own ratio: its batch and COPY ran within a minute of each other.
+            per_round = [
+                r.requests_per_second * BATCH_ITEMS / copy
+                for r, copy in zip(batch[ours], copies, strict=True)
+            ]
+            print(
+                f"{ours} / {other}: {medians[ours] / medians[other]:.2f}x (medians); "
+                f"rounds {' '.join(f'{ratio:.2f}' for ratio in per_round)}, "
+                f"median {statistics.median(per_round):.2f}x"
+            )
         print(
             "\nCPU ms per 1000 SMS, median of rounds (service = receiver or COPY clients):\n"
             "| load | service | pgbouncer | postgres | total |\n|---|---:|---:|---:|---:|"
