@@ -94,15 +94,31 @@ class SlowClientProtocol(HttpToolsProtocol):
         if self._refused:  # answered already: the rest of the request is not read
             return
         if self._reading_headers:
-            self._header_bytes += len(data)
-            if self._header_bytes > MAX_HEADER_BYTES:
-                self._close(
-                    "header_size",
-                    HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE,
-                    f"the request line and headers must be at most {MAX_HEADER_BYTES} bytes",
-                )
+            room = MAX_HEADER_BYTES - self._header_bytes
+            if len(data) > room:
+                # One read may hold the end of the headers and the body after them (a batch
+                # sent in one write): the parser sees the bytes the headers may still take, and
+                # only headers that do not end within them are too large.
+                self._header_bytes = MAX_HEADER_BYTES
+                headers_ended = self._parse(data[:room])
+                if self._refused or self.transport.is_closing():
+                    return
+                if not headers_ended:
+                    self._close(
+                        "header_size",
+                        HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE,
+                        f"the request line and headers must be at most {MAX_HEADER_BYTES} bytes",
+                    )
+                    return
+                self.data_received(data[room:])  # the body, or a pipelined request's headers
                 return
+            self._header_bytes += len(data)
         super().data_received(data)
+
+    def _parse(self, data: bytes) -> bool:
+        """Feed `data` to the parser; whether the headers being read have ended."""
+        super().data_received(data)
+        return not self._reading_headers
 
     def on_message_begin(self) -> None:
         super().on_message_begin()

@@ -30,6 +30,7 @@ its master). A process is never left half alive.
 from __future__ import annotations
 
 import asyncio
+import gc
 import importlib
 import logging
 import os
@@ -51,6 +52,8 @@ DRAIN_SECONDS: Final = 20
 METRICS_DIR_VARIABLE: Final = "PROMETHEUS_MULTIPROC_DIR"
 EXIT_CONFIGURATION: Final = 2
 EXIT_FATAL: Final = 1
+# New containers between two collections of the youngest generation (CPython's default: 700).
+YOUNG_GENERATION_THRESHOLD: Final = 10_000
 
 logger = logging.getLogger(__name__)
 
@@ -113,11 +116,26 @@ def main(config_class: type[BootstrapConfig], factory: str) -> int:
 
 def _load_app(config: BootstrapConfig, factory: str) -> Any:
     """Import the app factory and build the app, tracing first (its exporter thread belongs to
-    the process that uses it)."""
+    the process that uses it).
+
+    Then every object made so far (modules, the app, its routes and models: ~70,000) leaves the
+    garbage collector's view (`gc.freeze`): they live as long as the process, and each full
+    collection walked them all. A receiver's batch makes thousands of containers, enough for a
+    full collection every few dozen batches; with them walked, collecting took ~20 % of the
+    receiver's CPU under the batch benchmark. And the youngest generation is collected every
+    `YOUNG_GENERATION_THRESHOLD` new containers rather than 700: a batch's ~4,000 (its items'
+    dicts and rows) live as long as its request, so at 700 a collection came every fifth of a
+    batch, found most of them alive and promoted them, to be walked again in the older
+    generations (4.2 against 4.6 ms of receiver CPU per 1000 SMS, four alternating pairs).
+    """
     module_name, _, function_name = factory.partition(":")
     create_app = getattr(importlib.import_module(module_name), function_name)
     setup_tracing(config.service_name, config.otlp_endpoint, sample_ratio=config.trace_sample_ratio)
-    return create_app(config)
+    app = create_app(config)
+    gc.freeze()
+    _, older, oldest = gc.get_threshold()
+    gc.set_threshold(YOUNG_GENERATION_THRESHOLD, older, oldest)
+    return app
 
 
 def _serve_one_process(config: BootstrapConfig, factory: str) -> None:

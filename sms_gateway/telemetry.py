@@ -438,8 +438,18 @@ class SmsSpans:
 
     def request_body(self, spans: Sequence[bytes]) -> bytes:
         """An ExportTraceServiceRequest holding `spans` (encoded by `encode_span`)."""
-        scope_spans = _field(2, self._scope + b"".join(spans))
-        return _field(1, self._resource + scope_spans)
+        return b"".join(self.request_parts(spans))
+
+    def request_parts(self, spans: Sequence[bytes]) -> list[bytes]:
+        """`request_body` as the pieces that make it, the spans not copied: an export of
+        20,000 spans is 4 MB, and joining it (then wrapping it twice) cost as much as
+        encoding the spans."""
+        spans_length = sum(map(len, spans))
+        scope_spans_length = len(self._scope) + spans_length
+        scope_spans_head = b"\x12" + _varint(scope_spans_length)
+        resource_spans_length = len(self._resource) + len(scope_spans_head) + scope_spans_length
+        head = b"\x0a" + _varint(resource_spans_length) + self._resource + scope_spans_head
+        return [head + self._scope, *spans]
 
     def flush(self, timeout: float = EXPORT_TIMEOUT_SECONDS) -> bool:
         """Post everything queued now (from any thread but the exporter's); True when sent."""
@@ -476,7 +486,7 @@ class SmsSpans:
                     count += spans_count
                     if count >= MAX_SPANS_PER_EXPORT:
                         break
-                if not self._post(self.request_body(chunks)):
+                if not self._post(self.request_parts(chunks)):
                     backoff = min(backoff * 2, 30.0)
                     break
                 with self._lock:
@@ -484,7 +494,7 @@ class SmsSpans:
                         self._queue.popleft()
                     self._queued -= count
 
-    def _post(self, body: bytes) -> bool:
+    def _post(self, parts: list[bytes]) -> bool:
         try:
             if self._connection is None:
                 factory = (
@@ -493,11 +503,16 @@ class SmsSpans:
                     else http.client.HTTPConnection
                 )
                 self._connection = factory(self._url.netloc, timeout=EXPORT_TIMEOUT_SECONDS)
+            # With its length given, http.client sends the parts one after the other as the
+            # body (no chunked encoding, no join).
             self._connection.request(
                 "POST",
                 self._url.path or "/v1/traces",
-                body,
-                {"Content-Type": "application/x-protobuf"},
+                parts,
+                {
+                    "Content-Type": "application/x-protobuf",
+                    "Content-Length": str(sum(map(len, parts))),
+                },
             )
             response = self._connection.getresponse()
             response.read()

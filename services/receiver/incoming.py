@@ -13,6 +13,8 @@ import json
 from datetime import UTC, datetime
 from typing import Any, Final, NamedTuple
 
+import orjson
+
 from services.receiver.errors import InvalidSms
 from sms_gateway.problems import FieldProblem
 from sms_gateway.senders import MAX_SENDER_LENGTH, normalise_sender
@@ -50,7 +52,19 @@ def body_text(body: bytes) -> str:
 
 
 def parse_json_body(body: bytes) -> Any:
-    """The JSON document of a request body; invalid UTF-8 and malformed JSON are refused."""
+    """The JSON document of a request body; invalid UTF-8 and malformed JSON are refused.
+
+    orjson decodes it (in a third of the standard library's time). What orjson refuses, the
+    standard library decides, so that every answer is the one it always was: orjson is stricter
+    (lone surrogate escapes, NaN, numbers past a double's range, nesting past 1024 levels), and
+    those documents are accepted as before (their fields judged below) or refused with the
+    standard library's words. (orjson gives an integer past 64 bits as a float: every field of
+    ours that holds a number of either kind is refused alike, "got a number".)
+    """
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        pass
     text = body_text(body)
     try:
         return json.loads(text)
@@ -193,6 +207,67 @@ def sms_from_json(
 ) -> SmsToStore | list[FieldProblem]:
     """One `{"sender_number", "sms_message", "received_timestamp"}` object; unknown fields are
     refused, so that a misspelt field is reported rather than silently dropped."""
+    sms = plain_sms(document, max_message_length, source, client_event_id)
+    if sms is not None:
+        return sms
+    return judged_sms(
+        document,
+        max_message_length=max_message_length,
+        source=source,
+        client_event_id=client_event_id,
+        index=index,
+    )
+
+
+def plain_sms(
+    document: Any, max_message_length: int, source: str, client_event_id: str | None
+) -> SmsToStore | None:
+    """The common case, an SMS object that is valid, in one pass at a fraction of the cost of
+    `judged_sms` (a batch has a thousand of them). None for anything else, which `judged_sms`
+    then judges and names: this pass only ever accepts what `judged_sms` accepts, as it would
+    store it (a property test checks both on any input)."""
+    if type(document) is not dict or document.keys() != _SMS_FIELD_SET:
+        return None
+    sender = document["sender_number"]
+    message = document["sms_message"]
+    moment = document["received_timestamp"]
+    if type(sender) is not str or type(message) is not str or type(moment) is not str:
+        return None
+    if not 0 < len(message) <= max_message_length or "\x00" in message or "\x00" in sender:
+        return None
+    # isascii() is a flag read; other text must encode (no lone surrogates).
+    if not (message.isascii() or _encodes(message)) or not (sender.isascii() or _encodes(sender)):
+        return None
+    sender = normalise_sender(sender)
+    if not 0 < len(sender) <= MAX_SENDER_LENGTH:
+        return None
+    try:
+        # White space around the time is not refused: judged_sms strips it.
+        parsed = datetime.fromisoformat(moment)
+        if parsed.tzinfo is None:
+            return None
+        return SmsToStore(sender, message, parsed.astimezone(UTC), source, client_event_id)
+    except (ValueError, OverflowError):
+        return None
+
+
+def _encodes(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def judged_sms(
+    document: Any,
+    *,
+    max_message_length: int,
+    source: str,
+    client_event_id: str | None,
+    index: int | None = None,
+) -> SmsToStore | list[FieldProblem]:
+    """`sms_from_json` field by field: the SMS, or every problem, each naming its field."""
     if not isinstance(document, dict):
         where = "body" if index is None else "item"
         return [FieldProblem(where, f"must be a JSON object; got {_json_type(document)}", index)]
@@ -247,17 +322,21 @@ def sms_batch(
     accepted: list[SmsToStore] = []
     problems: list[FieldProblem] = []
     for index, item in enumerate(document):
-        result = sms_from_json(
-            item,
-            max_message_length=max_message_length,
-            source=source,
-            client_event_id=batch_item_key(batch_key, index),
-            index=index,
-        )
-        if isinstance(result, list):
-            problems += result
-        else:
-            accepted.append(result)
+        key = None if batch_key is None else batch_item_key(batch_key, index)
+        sms = plain_sms(item, max_message_length, source, key)
+        if sms is None:
+            result = judged_sms(
+                item,
+                max_message_length=max_message_length,
+                source=source,
+                client_event_id=key,
+                index=index,
+            )
+            if isinstance(result, list):
+                problems += result
+                continue
+            sms = result
+        accepted.append(sms)
     if problems:
         raise InvalidSms(problems)
     return accepted

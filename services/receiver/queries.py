@@ -22,13 +22,9 @@ FROM store_input_sms($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::
 
 # A batch without a key (SPEC §4.2): no row can conflict, so the statement skips ON CONFLICT and
 # the join that tells skipped rows apart, and the batch's one source is a parameter rather than
-# an array of a thousand copies. The uuids come back in input order from the materialised rows.
-# A whole batch without delivery keys: store_input_batch (db/init/0010), the uuids in the
-# items' order.
-INSERT_BATCH: Final = """
-SELECT uuid
-FROM store_input_batch($1::text[], $2::text[], $3::timestamptz[], $4::text) AS stored(uuid)
-"""
+# an array of a thousand copies. The items go as one JSON document (db/init/0011, store_input_items:
+# cheaper to write than three arrays) and the uuids come back as one array, in the items' order.
+INSERT_ITEMS: Final = "SELECT store_input_items($1::jsonb, $2::text)"
 
 # The rows of earlier deliveries with these keys (committed: read after our own commit).
 SELECT_DELIVERIES: Final = """

@@ -208,6 +208,37 @@ async def test_a_batch_is_stored_in_input_order(
         assert rows[uuid]["source"] == "api-batch"
 
 
+BATCH_CONTENT = [
+    ("+44 7700 900123", "ACME 0123456789abcdef", "2024-06-22T15:46:11+01:00"),
+    ("Google", "Привет! 🎉🔐 \\ \" \n\t\u001f '; --", "2024-06-22T15:46:11.000001Z"),
+    ("72404", "رمز 4821", "2024-06-22T15:46:11.123456+05:30:15"),
+    ("+15551234567", "x" * 1600, "0001-01-01T00:00:00+00:00"),
+    ("+15551234567", "  spaces  ", "9999-12-31T23:59:59.999999+00:30"),
+    ("+15551234567", "\u2028\u2029\ufeff", " 2024-06-22 15:46:11-09:59:59.5 "),
+]
+
+
+async def test_a_batch_stores_every_item_verbatim_and_each_instant_exactly(
+    client: httpx.AsyncClient, owner_pool: asyncpg.Pool
+) -> None:
+    items = [
+        {"sender_number": sender, "sms_message": message, "received_timestamp": moment}
+        for sender, message, moment in BATCH_CONTENT
+    ]
+    response = await client.post("/sms/receive/batch", json=items)
+    assert response.status_code == 202, response.text
+    rows = {row["uuid"]: row for row in await stored_rows(owner_pool)}
+    for text, (sender, message, moment) in zip(
+        response.json()["uuids"], BATCH_CONTENT, strict=True
+    ):
+        row = rows[UUID(text)]
+        assert row["sms_message"] == message
+        assert row["sender_number"] == (
+            sender if sender == "Google" else sender.lstrip("+").replace(" ", "")
+        )
+        assert row["received_timestamp"] == datetime.fromisoformat(moment.strip())
+
+
 async def test_a_batch_with_bad_items_names_each_and_stores_nothing(
     client: httpx.AsyncClient, owner_pool: asyncpg.Pool
 ) -> None:
