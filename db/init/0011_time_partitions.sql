@@ -14,8 +14,9 @@
 -- and attached as the partition of every key below the first day partition. ATTACH would scan
 -- the table to prove that its rows fit; a CHECK constraint that already says so lets it skip the
 -- scan, and that constraint is validated beforehand in its own transaction (step 2), under a lock
--- that lets the receiver and the validator go on. Only step 3 takes exclusive locks, and it reads
--- no table: its time does not depend on the tables' size (measured in docs/benchmarks.md).
+-- that lets the receiver and the validator go on. Steps 1 (adding the constraint, NOT VALID) and
+-- 3 (the switch) take exclusive locks, and neither reads the tables: their time does not depend
+-- on the tables' size (measured in docs/benchmarks.md). Step 4 makes the day partitions.
 --
 -- Foreign keys: sms_monitor.uuid and out_sms.uuid referenced input_sms.uuid. They are dropped.
 -- With them, dropping a day of input_sms would first have to prove that no sms_monitor or
@@ -91,25 +92,8 @@ BEGIN
 END
 $$;
 
--- migrate:step
--- Step 2: validate the bound constraints: a scan of each table under SHARE UPDATE EXCLUSIVE,
--- which the receiver's inserts and the validator's reads and writes do not wait for.
-DO $$
-DECLARE
-    table_name TEXT;
-BEGIN
-    IF (SELECT relkind FROM pg_class WHERE oid = 'public.input_sms'::regclass) = 'p' THEN
-        RETURN;
-    END IF;
-    FOREACH table_name IN ARRAY ARRAY['input_sms', 'sms_monitor', 'out_sms'] LOOP
-        EXECUTE format('ALTER TABLE %I VALIDATE CONSTRAINT %I',
-                       table_name, table_name || '_legacy_bound');
-    END LOOP;
-END
-$$;
-
--- migrate:step
--- Step 3: the switch, and what keeps the partitions coming.
+-- The upkeep's functions and the receiver's keyed insert work on the tables before and after
+-- the switch, so they are made here, before it.
 
 -- Make the day partition of `day` for the three tables (the caller holds the lifecycle lock).
 -- Rows that reached the default partition while that day had none (upkeep stopped for days)
@@ -157,14 +141,15 @@ REVOKE ALL ON FUNCTION sms_time_partition_create(DATE) FROM PUBLIC;
 -- several validator processes one does the work and the others find it done. A lock wait on a
 -- table gives up after `lock_timeout` instead of queueing the receiver behind it.
 
--- Make the day partitions from the end of the newest one up to `days_ahead` days after today
--- (UTC). Returns how many days were made (NULL: another process holds the lifecycle lock).
+-- Make the next missing day partition, if the newest one ends less than `days_ahead` days after
+-- today (UTC). One day per call, so that each is its own transaction: ATTACH holds the default
+-- partition's ACCESS EXCLUSIVE lock until commit, and a query that reads the default partition
+-- (one not bounded by uuid) waits for it. Returns 1 if a day was made, 0 if none is missing,
+-- NULL when another process holds the lifecycle lock.
 CREATE OR REPLACE FUNCTION sms_time_partitions_ensure(days_ahead INTEGER) RETURNS INTEGER
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp SET lock_timeout = '2s' AS $$
 DECLARE
-    day      DATE;
-    last_day DATE;
-    made     INTEGER := 0;
+    day DATE;
 BEGIN
     IF days_ahead IS NULL OR days_ahead < 1 OR days_ahead > 60 THEN
         RAISE EXCEPTION 'days_ahead must be 1..60, not %', days_ahead
@@ -173,16 +158,13 @@ BEGIN
     IF NOT pg_try_advisory_xact_lock(5459283, 1000) THEN
         RETURN NULL;
     END IF;
-    last_day := (now() AT TIME ZONE 'UTC')::DATE + days_ahead;
     SELECT coalesce((max(ends_at) AT TIME ZONE 'UTC')::DATE, (now() AT TIME ZONE 'UTC')::DATE)
     INTO day FROM sms_time_partitions;
-    WHILE day <= last_day LOOP
-        IF sms_time_partition_create(day) THEN
-            made := made + 1;
-        END IF;
-        day := day + 1;
-    END LOOP;
-    RETURN made;
+    IF day > (now() AT TIME ZONE 'UTC')::DATE + days_ahead THEN
+        RETURN 0;
+    END IF;
+    PERFORM sms_time_partition_create(day);
+    RETURN 1;
 END
 $$;
 
@@ -278,6 +260,84 @@ REVOKE ALL ON FUNCTION sms_time_partitions_ensure(INTEGER), sms_time_partition_e
 GRANT EXECUTE ON FUNCTION sms_time_partitions_ensure(INTEGER), sms_time_partition_examine(TEXT),
     sms_time_partition_drop(TEXT, INTEGER, INTEGER, BOOLEAN) TO sms_validator;
 GRANT SELECT ON sms_time_partitions TO sms_validator, sms_admin;
+
+-- The receiver's keyed insert (0009), for a partitioned input_sms: ON CONFLICT can no longer
+-- name the delivery key (it is unique per partition only), so a delivery whose key is in any
+-- partition is skipped explicitly, and ON CONFLICT DO NOTHING (every unique index of the row's
+-- partition) settles two deliveries of one key racing into the same partition. Two racing into
+-- different partitions would need both to run across a UTC midnight: within two minutes of one
+-- (receiver transactions are bounded by statement_timeout and
+-- idle_in_transaction_session_timeout, sms_gateway/bootstrap.py), keyed inserts take one
+-- transaction-scoped advisory lock and so run one at a time.
+CREATE OR REPLACE FUNCTION store_input_sms(
+    sender_numbers      TEXT[],
+    sms_messages        TEXT[],
+    received_timestamps TIMESTAMPTZ[],
+    sources             TEXT[],
+    client_event_ids    TEXT[]
+) RETURNS TABLE (item_position BIGINT, sms_uuid UUID)
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = public, pg_temp AS $$
+DECLARE
+    second_of_day CONSTANT DOUBLE PRECISION :=
+        extract(epoch FROM clock_timestamp())::NUMERIC % 86400;
+BEGIN
+    IF (second_of_day < 120 OR second_of_day > 86400 - 120)
+       AND cardinality(array_remove(client_event_ids, NULL)) > 0 THEN
+        PERFORM pg_advisory_xact_lock(5459283, 1001);
+    END IF;
+    RETURN QUERY
+    WITH incoming AS MATERIALIZED (
+        SELECT uuid_generate_v7() AS uuid, item.*
+        FROM unnest(sender_numbers, sms_messages, received_timestamps, sources, client_event_ids)
+             WITH ORDINALITY AS item (sender_number, sms_message, received_timestamp,
+                                      source, client_event_id, position)
+    ),
+    stored AS (
+        INSERT INTO input_sms (uuid, sender_number, sms_message, received_timestamp,
+                               source, client_event_id)
+        SELECT n.uuid, n.sender_number, n.sms_message, n.received_timestamp, n.source,
+               n.client_event_id
+        FROM incoming n
+        WHERE n.client_event_id IS NULL
+           OR NOT EXISTS (SELECT FROM input_sms i
+                          WHERE i.source = n.source AND i.client_event_id = n.client_event_id)
+        ORDER BY n.position
+        ON CONFLICT DO NOTHING
+        RETURNING input_sms.uuid
+    )
+    SELECT incoming.position, stored.uuid
+    FROM incoming LEFT JOIN stored USING (uuid)
+    ORDER BY incoming.position;
+END
+$$;
+REVOKE ALL ON FUNCTION store_input_sms(TEXT[], TEXT[], TIMESTAMPTZ[], TEXT[], TEXT[]) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION store_input_sms(TEXT[], TEXT[], TIMESTAMPTZ[], TEXT[], TEXT[])
+    TO sms_receiver;
+
+-- How long judged SMS are kept (sms_gateway/settings.py); 0 keeps everything.
+INSERT INTO system_settings (setting_key, setting_value) VALUES ('retention_days', '30')
+ON CONFLICT (setting_key) DO NOTHING;
+
+-- migrate:step
+-- Step 2: validate the bound constraints: a scan of each table under SHARE UPDATE EXCLUSIVE,
+-- which the receiver's inserts and the validator's reads and writes do not wait for.
+DO $$
+DECLARE
+    table_name TEXT;
+BEGIN
+    IF (SELECT relkind FROM pg_class WHERE oid = 'public.input_sms'::regclass) = 'p' THEN
+        RETURN;
+    END IF;
+    FOREACH table_name IN ARRAY ARRAY['input_sms', 'sms_monitor', 'out_sms'] LOOP
+        EXECUTE format('ALTER TABLE %I VALIDATE CONSTRAINT %I',
+                       table_name, table_name || '_legacy_bound');
+    END LOOP;
+END
+$$;
+
+-- migrate:step
+-- Step 3: the switch, under exclusive locks of the three tables; it reads no table (but whether
+-- the legacy tables hold a row at all).
 
 -- The switch: rename each table to <table>_legacy (and its indexes, whose names the new parent
 -- takes), make the partitioned parent with the same columns, defaults and indexes, and attach
@@ -400,64 +460,17 @@ BEGIN
 END
 $$;
 
--- The receiver's keyed insert (0009), for a partitioned input_sms: ON CONFLICT can no longer
--- name the delivery key (it is unique per partition only), so a delivery whose key is in any
--- partition is skipped explicitly, and ON CONFLICT DO NOTHING (every unique index of the row's
--- partition) settles two deliveries of one key racing into the same partition. Two racing into
--- different partitions would need both to run across a UTC midnight: within two minutes of one
--- (receiver transactions are bounded by statement_timeout and
--- idle_in_transaction_session_timeout, sms_gateway/bootstrap.py), keyed inserts take one
--- transaction-scoped advisory lock and so run one at a time.
-CREATE OR REPLACE FUNCTION store_input_sms(
-    sender_numbers      TEXT[],
-    sms_messages        TEXT[],
-    received_timestamps TIMESTAMPTZ[],
-    sources             TEXT[],
-    client_event_ids    TEXT[]
-) RETURNS TABLE (item_position BIGINT, sms_uuid UUID)
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = public, pg_temp AS $$
-DECLARE
-    second_of_day CONSTANT DOUBLE PRECISION :=
-        extract(epoch FROM clock_timestamp())::NUMERIC % 86400;
+-- migrate:step
+-- Step 4: the day partitions, in a transaction of their own (the receiver goes on writing into
+-- the legacy partition meanwhile: its bound is ahead of the clock).
+
+-- The days from the legacy bound (or today) to a week ahead, in one transaction here; the
+-- validator keeps them a week ahead, a day per transaction.
+DO $$
 BEGIN
-    IF (second_of_day < 120 OR second_of_day > 86400 - 120)
-       AND cardinality(array_remove(client_event_ids, NULL)) > 0 THEN
-        PERFORM pg_advisory_xact_lock(5459283, 1001);
-    END IF;
-    RETURN QUERY
-    WITH incoming AS MATERIALIZED (
-        SELECT uuid_generate_v7() AS uuid, item.*
-        FROM unnest(sender_numbers, sms_messages, received_timestamps, sources, client_event_ids)
-             WITH ORDINALITY AS item (sender_number, sms_message, received_timestamp,
-                                      source, client_event_id, position)
-    ),
-    stored AS (
-        INSERT INTO input_sms (uuid, sender_number, sms_message, received_timestamp,
-                               source, client_event_id)
-        SELECT n.uuid, n.sender_number, n.sms_message, n.received_timestamp, n.source,
-               n.client_event_id
-        FROM incoming n
-        WHERE n.client_event_id IS NULL
-           OR NOT EXISTS (SELECT FROM input_sms i
-                          WHERE i.source = n.source AND i.client_event_id = n.client_event_id)
-        ORDER BY n.position
-        ON CONFLICT DO NOTHING
-        RETURNING input_sms.uuid
-    )
-    SELECT incoming.position, stored.uuid
-    FROM incoming LEFT JOIN stored USING (uuid)
-    ORDER BY incoming.position;
+    WHILE sms_time_partitions_ensure(7) = 1 LOOP
+    END LOOP;
 END
 $$;
-REVOKE ALL ON FUNCTION store_input_sms(TEXT[], TEXT[], TIMESTAMPTZ[], TEXT[], TEXT[]) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION store_input_sms(TEXT[], TEXT[], TIMESTAMPTZ[], TEXT[], TEXT[])
-    TO sms_receiver;
-
--- How long judged SMS are kept (sms_gateway/settings.py); 0 keeps everything.
-INSERT INTO system_settings (setting_key, setting_value) VALUES ('retention_days', '30')
-ON CONFLICT (setting_key) DO NOTHING;
-
--- The days from the legacy bound to a week ahead; the validator keeps it a week ahead.
-SELECT sms_time_partitions_ensure(7);
 
 INSERT INTO schema_migrations (version) VALUES ('0011_time_partitions') ON CONFLICT DO NOTHING;

@@ -118,8 +118,15 @@ class PartitionKeeper:
         return done
 
     async def _ensure(self, done: UpkeepRound) -> None:
-        async with db.transaction(self.pool) as connection:
-            done.created = await connection.fetchval(ENSURE, DAYS_AHEAD)
+        done.created = 0
+        while True:  # a day per transaction (see sms_time_partitions_ensure)
+            async with db.transaction(self.pool) as connection:
+                made = await connection.fetchval(ENSURE, DAYS_AHEAD)
+            if made is None and done.created == 0:
+                done.created = None
+            if not made:
+                break
+            done.created += made
         if done.created:
             metrics.PARTITIONS_CREATED.inc(done.created)
             logger.info("time partitions made", extra={"days": done.created})
