@@ -297,12 +297,14 @@ async def month_run(
         first = today - timedelta(days=days)
         client = await link.for_target("127.0.0.1", stack.redis_port)
         await client.flushdb()
+        await _arrive(owner, first, per_day, senders, 0)
         for k in range(days):
             day = first + timedelta(days=k)
             day_start = datetime(day.year, day.month, day.day, tzinfo=UTC)
-            async with db.transaction(owner) as connection:
-                await connection.execute("SELECT sms_time_partition_create($1)", day)
-                await connection.execute(FILL_DAY, day_start, per_day, senders, k)
+            # The next day's SMS are there before this day is judged: the horizon passes the
+            # day's end by the time the judging takes, and an SMS must never arrive below it.
+            if k + 1 < days:
+                await _arrive(owner, day + timedelta(days=1), per_day, senders, k + 1)
             # The validator's horizon is the simulated day's end: the clock the benchmark moves.
             margin = (datetime.now(UTC) - (day_start + timedelta(days=1))).total_seconds()
             started = time.perf_counter()
@@ -359,6 +361,13 @@ async def month_run(
         await db.close_pool(validator)
         await db.close_pool(owner)
     return run
+
+
+async def _arrive(pool: asyncpg.Pool, day: date, per_day: int, senders: int, k: int) -> None:
+    day_start = datetime(day.year, day.month, day.day, tzinfo=UTC)
+    async with db.transaction(pool) as connection:
+        await connection.execute("SELECT sms_time_partition_create($1)", day)
+        await connection.execute(FILL_DAY, day_start, per_day, senders, k)
 
 
 async def _judge(pool: asyncpg.Pool, link: RedisLink, margin: float) -> int:
@@ -434,22 +443,23 @@ async def bench_drop(days: int, per_day: int, rate: float, seconds: float) -> No
             sizes = dict(await connection.fetch(SIZES, list(TABLES)))
         print(f"-- {days} days of {per_day:,} judged SMS made; tables {sizes}")
         drops: list[tuple[str, float, float, int]] = []
+        purges: list[float] = []
         latencies: list[tuple[float, float]] = []
         stop = asyncio.Event()
         load = asyncio.create_task(_receive_load(stack, rate, latencies, stop))
         await asyncio.sleep(seconds / (days + 1))
         for day in victims:
-            drops.append(await _drop_now(validator, f"p{day:%Y%m%d}"))
+            drops.append(await _drop_now(validator, f"p{day:%Y%m%d}", purges))
             await asyncio.sleep(seconds / (days + 1))
         stop.set()
         await load
     finally:
         await db.close_pool(validator)
         await db.close_pool(owner)
-    print("\n| day | drop transaction | lock timeouts (100 ms each) before it went |")
-    print("|---|---|---|")
-    for name, start, end, timeouts in drops:
-        print(f"| {name} | {ms(end - start)} | {timeouts} |")
+    print("\n| day | drop (detach) transaction | lock timeouts before it went | purge |")
+    print("|---|---|---|---|")
+    for (name, start, end, timeouts), purge in zip(drops, purges, strict=True):
+        print(f"| {name} | {ms(end - start)} | {timeouts} | {ms(purge)} |")
     near = [
         latency
         for sent, latency in latencies
@@ -477,15 +487,15 @@ async def _fill_judged_day(pool: asyncpg.Pool, day: date, per_day: int, k: int) 
             "INSERT INTO sms_monitor (uuid, overall_status, processing_started_at, "
             "processing_completed_at) SELECT uuid, 'valid', created_at, created_at "
             "FROM input_sms WHERE uuid >= $1 AND uuid < $2",
-            await connection.fetchval("SELECT sms_day_start_uuid($1)", day),
-            await connection.fetchval("SELECT sms_day_start_uuid($1 + 1)", day),
+            await connection.fetchval("SELECT sms_day_start_uuid($1::date)", day),
+            await connection.fetchval("SELECT sms_day_start_uuid($1::date + 1)", day),
         )
         await connection.execute(
             "INSERT INTO out_sms (uuid, sender_number, sms_message) "
             "SELECT uuid, sender_number, sms_message FROM input_sms "
             "WHERE uuid >= $1 AND uuid < $2 AND sms_message LIKE 'ABC%'",
-            await connection.fetchval("SELECT sms_day_start_uuid($1)", day),
-            await connection.fetchval("SELECT sms_day_start_uuid($1 + 1)", day),
+            await connection.fetchval("SELECT sms_day_start_uuid($1::date)", day),
+            await connection.fetchval("SELECT sms_day_start_uuid($1::date + 1)", day),
         )
     async with pool.acquire() as connection:
         await connection.execute(f"VACUUM ANALYZE input_sms_p{day:%Y%m%d}")
@@ -494,8 +504,11 @@ async def _fill_judged_day(pool: asyncpg.Pool, day: date, per_day: int, k: int) 
         )
 
 
-async def _drop_now(pool: asyncpg.Pool, name: str) -> tuple[str, float, float, int]:
-    """As the validator's upkeep drops: 100 ms lock wait, give way and retry."""
+async def _drop_now(
+    pool: asyncpg.Pool, name: str, purges: list[float]
+) -> tuple[str, float, float, int]:
+    """As the validator's upkeep drops: detach with a 100 ms lock wait (give way and retry),
+    then remove the detached tables in a transaction of their own."""
     timeouts = 0
     while True:
         start = time.perf_counter()
@@ -510,7 +523,11 @@ async def _drop_now(pool: asyncpg.Pool, name: str) -> tuple[str, float, float, i
             continue
         if not dropped:
             raise SystemExit(f"{name} was not dropped")
-        return name, start, time.perf_counter(), timeouts
+        end = time.perf_counter()
+        async with db.transaction(pool) as connection:
+            await connection.execute("SELECT sms_time_partition_purge($1)", name)
+        purges.append(time.perf_counter() - end)
+        return name, start, end, timeouts
 
 
 async def _receive_load(

@@ -208,17 +208,21 @@ $$;
 -- Drop a partition of the three tables if it is entirely older than `retention_days` and its
 -- last examination found every SMS judged. The per-sender state the checks read (count_sms,
 -- blacklist_sms, forwarded_senders) is not partitioned and is not touched. The per-status
--- counters of /stats (0007) lose the dropped results. Each DROP takes ACCESS EXCLUSIVE on its
--- parent for the instant of the drop: `lock_wait_ms` bounds how long the receiver and the
--- validator may queue behind that request (lock_not_available: try again later). `archived`
--- says that the caller wrote the partition to the archive directory first. Returns false when
--- the partition may not be dropped (or the lifecycle lock is held).
+-- counters of /stats (0007) lose the dropped results. The day's three tables are DETACHED here
+-- (catalog changes only, under ACCESS EXCLUSIVE on each parent for that instant) and removed
+-- from disk by sms_time_partition_purge in a later transaction, which locks only the detached
+-- tables: the exclusive lock on the parents does not last while files are unlinked.
+-- `lock_wait_ms` bounds how long the receiver and the validator may queue behind a waiting
+-- request for that lock (lock_not_available: try again later). `archived` says that the caller
+-- wrote the partition to the archive directory first. Returns false when the partition may not
+-- be dropped (or the lifecycle lock is held).
 CREATE OR REPLACE FUNCTION sms_time_partition_drop(
     target TEXT, retention_days INTEGER, lock_wait_ms INTEGER, archived BOOLEAN
 ) RETURNS BOOLEAN
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $$
 DECLARE
     doomed sms_time_partitions%ROWTYPE;
+    parent TEXT;
 BEGIN
     IF retention_days IS NULL OR retention_days < 1 THEN
         RAISE EXCEPTION 'retention_days must be at least 1, not %', retention_days
@@ -239,9 +243,9 @@ BEGIN
     END IF;
     PERFORM set_config('lock_timeout', lock_wait_ms || 'ms', true);
     -- In the order every other transaction locks the three tables.
-    EXECUTE format('DROP TABLE %I', 'input_sms_' || target);
-    EXECUTE format('DROP TABLE %I', 'sms_monitor_' || target);
-    EXECUTE format('DROP TABLE %I', 'out_sms_' || target);
+    FOREACH parent IN ARRAY ARRAY['input_sms', 'sms_monitor', 'out_sms'] LOOP
+        EXECUTE format('ALTER TABLE %I DETACH PARTITION %I', parent, parent || '_' || target);
+    END LOOP;
     -- No writer of sms_monitor can be running now (its parent is locked), so no shard of the
     -- counters is claimed by anyone else.
     INSERT INTO sms_status_counts AS c (overall_status, shard, sms_count)
@@ -255,10 +259,38 @@ BEGIN
 END
 $$;
 
+-- Remove from disk the tables of a dropped (detached) partition; how many there were. Nothing
+-- reads them any more, so this waits for no one.
+CREATE OR REPLACE FUNCTION sms_time_partition_purge(target TEXT) RETURNS INTEGER
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $$
+DECLARE
+    parent  TEXT;
+    removed INTEGER := 0;
+BEGIN
+    IF NOT EXISTS (SELECT FROM sms_time_partitions
+                   WHERE partition_name = target AND dropped_at IS NOT NULL) THEN
+        RAISE EXCEPTION 'time partition % is not dropped', target
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    FOREACH parent IN ARRAY ARRAY['input_sms', 'sms_monitor', 'out_sms'] LOOP
+        -- Only a table that is no longer a partition (detached by sms_time_partition_drop).
+        IF EXISTS (SELECT FROM pg_class
+                   WHERE relname = parent || '_' || target
+                     AND relnamespace = 'public'::regnamespace AND NOT relispartition) THEN
+            EXECUTE format('DROP TABLE %I', parent || '_' || target);
+            removed := removed + 1;
+        END IF;
+    END LOOP;
+    RETURN removed;
+END
+$$;
+
 REVOKE ALL ON FUNCTION sms_time_partitions_ensure(INTEGER), sms_time_partition_examine(TEXT),
-    sms_time_partition_drop(TEXT, INTEGER, INTEGER, BOOLEAN) FROM PUBLIC;
+    sms_time_partition_drop(TEXT, INTEGER, INTEGER, BOOLEAN), sms_time_partition_purge(TEXT)
+    FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION sms_time_partitions_ensure(INTEGER), sms_time_partition_examine(TEXT),
-    sms_time_partition_drop(TEXT, INTEGER, INTEGER, BOOLEAN) TO sms_validator;
+    sms_time_partition_drop(TEXT, INTEGER, INTEGER, BOOLEAN), sms_time_partition_purge(TEXT)
+    TO sms_validator;
 GRANT SELECT ON sms_time_partitions TO sms_validator, sms_admin;
 
 -- The receiver's keyed insert (0009), for a partitioned input_sms: ON CONFLICT can no longer

@@ -63,6 +63,14 @@ ORDER BY ends_at
 EXAMINE: Final = "SELECT sms_time_partition_examine($1)"
 SMS_COUNT: Final = "SELECT sms_count FROM sms_time_partitions WHERE partition_name = $1"
 DROP: Final = "SELECT sms_time_partition_drop($1, $2, $3, $4)"
+PURGE: Final = "SELECT sms_time_partition_purge($1)"
+# Dropped days whose detached tables are still on disk (the process stopped between the two).
+LEFTOVERS: Final = """
+SELECT partition_name FROM sms_time_partitions
+WHERE dropped_at IS NOT NULL AND to_regclass('public.input_sms_' || partition_name) IS NOT NULL
+   OR dropped_at IS NOT NULL AND to_regclass('public.sms_monitor_' || partition_name) IS NOT NULL
+   OR dropped_at IS NOT NULL AND to_regclass('public.out_sms_' || partition_name) IS NOT NULL
+"""
 # What the metrics need: the end of the newest partition, how many are kept past the retention
 # for unjudged SMS, and whether rows are landing in the default partition (keys after the
 # newest partition: the upkeep stopped for longer than DAYS_AHEAD days).
@@ -105,6 +113,7 @@ class PartitionKeeper:
         done = UpkeepRound()
         try:
             await self._ensure(done)
+            await self._purge_leftovers()
             if retention_days > 0:
                 await self._retire(retention_days, done)
         except TRANSIENT_DB_ERRORS as exc:
@@ -130,6 +139,16 @@ class PartitionKeeper:
         if done.created:
             metrics.PARTITIONS_CREATED.inc(done.created)
             logger.info("time partitions made", extra={"days": done.created})
+
+    async def _purge_leftovers(self) -> None:
+        async with db.transaction(self.pool, readonly=True) as connection:
+            names = [row[0] for row in await connection.fetch(LEFTOVERS)]
+        for name in names:
+            await self._purge(name)
+
+    async def _purge(self, name: str) -> None:
+        async with db.transaction(self.pool) as connection:
+            await connection.fetchval(PURGE, name)
 
     async def _retire(self, retention_days: int, done: UpkeepRound) -> None:
         async with db.transaction(self.pool, readonly=True) as connection:
@@ -191,6 +210,7 @@ class PartitionKeeper:
                 seconds = time.perf_counter() - started
                 metrics.PARTITIONS_DROPPED.inc()
                 metrics.DROP_SECONDS.observe(seconds)
+                await self._purge(name)
                 logger.info(
                     "time partition dropped",
                     extra={"partition": name, "seconds": round(seconds, 4), "archived": archived},

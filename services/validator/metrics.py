@@ -91,7 +91,8 @@ DROP_LOCK_TIMEOUTS: Final = Counter(
 )
 DROP_SECONDS: Final = Histogram(
     "sms_time_partition_drop_duration_seconds",
-    "Time of a drop's transaction, from BEGIN to commit.",
+    "Time of a drop's transaction (the day's partitions detached under exclusive locks), from "
+    "BEGIN to commit; removing the detached tables from disk comes after, locking no one.",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
 )
 LIFECYCLE_ERRORS: Final = Counter(

@@ -166,6 +166,7 @@ async def test_only_the_validator_runs_the_upkeep(database: FreshDatabase, role:
             "SELECT sms_time_partition_examine('x')",
             "SELECT sms_time_partition_drop('x', 30, 100, false)",
             "SELECT sms_time_partition_create(current_date)",
+            "SELECT sms_time_partition_purge('x')",
         ):
             with pytest.raises(asyncpg.InsufficientPrivilegeError):
                 await connection.execute(statement)
@@ -230,6 +231,12 @@ async def test_retention_keeps_unjudged_days_and_verdicts_do_not_change(
     live = await live_partitions(owner_pool)
     assert p(days[0]) not in live
     assert p(days[2]) in live
+    async with db.transaction(owner_pool, readonly=True) as connection:
+        # Detached, then removed from disk.
+        left = await connection.fetchval(
+            "SELECT count(*) FROM pg_class WHERE relname LIKE '%' || $1", p(days[0])
+        )
+    assert left == 0
     assert await partition_of(owner_pool, unjudged) == f"input_sms_{p(days[3])}"
     counters, table = await status_counters(owner_pool)
     assert counters == table
