@@ -8,6 +8,8 @@
   day's end, and the retention is shifted by the days between the simulated and the real
   clock. Database size per day, drops, and every verdict compared between the two runs; the
   plan of FETCH_BATCH at the end.
+- `keyed`: the receiver's keyed insert (a delivery key is looked for in every partition) before
+  and after 0011.
 - `drop`: the receiver under a steady load while days are dropped (the services of `sms-stack
   up` and the validator judging): the receiver's p50/p99 in the seconds around each drop
   against the rest of the same run, and each drop's time and lock waits.
@@ -20,6 +22,7 @@ Run against a stack of its own (docs/benchmarks.md, "Time partitions"):
     .venv/bin/sms-stack up --infra-only
     .venv/bin/python -m bench.time_partitions migrate --rows 3000000
     .venv/bin/python -m bench.time_partitions month --days 30 --per-day 20000 --retention 7
+    .venv/bin/python -m bench.time_partitions keyed --batch 1000 --past-days 30
     .venv/bin/sms-stack up          # the services, for `drop`
     .venv/bin/python -m bench.time_partitions drop --days 5 --per-day 500000
     .venv/bin/sms-stack down
@@ -562,6 +565,60 @@ async def _receive_load(
         await asyncio.gather(*pending)
 
 
+# ------------------------------------------------------------------ keyed
+
+
+KEYED_INSERT = """
+SELECT count(sms_uuid) FROM store_input_sms(
+    array_fill('447911100000'::text, ARRAY[$1::int]), array_fill('hi'::text, ARRAY[$1::int]),
+    array_fill(now(), ARRAY[$1::int]), array_fill('api'::text, ARRAY[$1::int]),
+    ARRAY(SELECT $2::text || '-' || n FROM generate_series(1, $1::int) AS n))
+"""
+
+
+async def bench_keyed(batch: int, repeat: int, past_days: int) -> None:
+    """The receiver's keyed insert (store_input_sms) before 0011 (one unique index) and after it
+    (a look in every partition), on databases of the same SMS."""
+    stack = stack_config()
+    results: dict[str, list[float]] = {}
+    for label in ("before 0011", "after 0011"):
+        name = f"{stack.db_name}_keyed"
+        await recreate(stack, name, schema=False)
+        url = owner_url(stack, name)
+        with tempfile.TemporaryDirectory() as directory:
+            for migration in discover():
+                if label == "after 0011" or migration.version < "0011":
+                    shutil.copy(migration.path, directory)
+            await migrate(url, Path(directory))
+        connection = await asyncpg.connect(url, statement_cache_size=0)
+        try:
+            partitions = 1
+            if label == "after 0011":
+                today = datetime.now(UTC).date()
+                for k in range(1, past_days + 1):
+                    await connection.execute(
+                        "SELECT sms_time_partition_create($1)", today - timedelta(days=k)
+                    )
+                partitions = await connection.fetchval(
+                    "SELECT count(*) FROM pg_inherits WHERE inhparent = 'input_sms'::regclass"
+                )
+            timings = []
+            for i in range(repeat):
+                started = time.perf_counter()
+                async with connection.transaction():
+                    stored = await connection.fetchval(KEYED_INSERT, batch, f"r{i}")
+                timings.append(time.perf_counter() - started)
+                assert stored == batch
+            results[f"{label} ({partitions} partitions of input_sms)"] = timings
+        finally:
+            await connection.close()
+    for label, timings in results.items():
+        print(
+            f"-- {label}: {batch} keyed SMS per call, median {ms(statistics.median(timings))}, "
+            f"p95 {ms(percentile(timings, 0.95))} (n={len(timings)})"
+        )
+
+
 def cli() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -577,6 +634,10 @@ def cli() -> None:
     d.add_argument("--per-day", type=int, default=500_000)
     d.add_argument("--rate", type=float, default=200.0, help="POST /sms/receive per second")
     d.add_argument("--seconds", type=float, default=60.0)
+    k = commands.add_parser("keyed")
+    k.add_argument("--batch", type=int, default=1000)
+    k.add_argument("--repeat", type=int, default=30)
+    k.add_argument("--past-days", type=int, default=30)
     args = parser.parse_args()
     print(f"-- load average at start: {os.getloadavg()}")
     work: Callable[[], Awaitable[None]]
@@ -584,8 +645,10 @@ def cli() -> None:
         work = lambda: bench_migrate(args.rows)  # noqa: E731
     elif args.command == "month":
         work = lambda: bench_month(args.days, args.per_day, args.retention, args.senders)  # noqa: E731
-    else:
+    elif args.command == "drop":
         work = lambda: bench_drop(args.days, args.per_day, args.rate, args.seconds)  # noqa: E731
+    else:
+        work = lambda: bench_keyed(args.batch, args.repeat, args.past_days)  # noqa: E731
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(work())
     print(f"-- load average at end: {os.getloadavg()}")

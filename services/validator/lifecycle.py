@@ -229,6 +229,10 @@ async def _measure(pool: asyncpg.Pool, retention_days: int) -> None:
             row = await connection.fetchrow(MEASURE, retention_days)
     except TRANSIENT_DB_ERRORS:
         return
+    except asyncpg.PostgresError as exc:
+        metrics.LIFECYCLE_ERRORS.inc()
+        logger.error("time partitions not measured: %s", exc)  # noqa: TRY400 (as above)
+        return
     assert row is not None
     metrics.PARTITIONS_AHEAD.set(float(row["ahead_seconds"] or 0.0))
     metrics.PARTITIONS_KEPT.set(row["kept"])
