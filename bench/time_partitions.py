@@ -8,6 +8,7 @@
   day's end, and the retention is shifted by the days between the simulated and the real
   clock. Database size per day, drops, and every verdict compared between the two runs; the
   plan of FETCH_BATCH at the end.
+- `plans`: every statement that reads the partitioned tables, explained on a month of days.
 - `keyed`: the receiver's keyed insert (a delivery key is looked for in every partition) before
   and after 0011.
 - `drop`: the receiver under a steady load while days are dropped (the services of `sms-stack
@@ -22,6 +23,7 @@ Run against a stack of its own (docs/benchmarks.md, "Time partitions"):
     .venv/bin/sms-stack up --infra-only
     .venv/bin/python -m bench.time_partitions migrate --rows 3000000
     .venv/bin/python -m bench.time_partitions month --days 30 --per-day 20000 --retention 7
+    .venv/bin/python -m bench.time_partitions plans --days 30 --per-day 20000
     .venv/bin/python -m bench.time_partitions keyed --batch 1000 --past-days 30
     .venv/bin/sms-stack up          # the services, for `drop`
     .venv/bin/python -m bench.time_partitions drop --days 5 --per-day 500000
@@ -36,6 +38,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import re
 import shutil
 import statistics
 import tempfile
@@ -54,6 +57,8 @@ from prometheus_client import REGISTRY
 import checks
 from bench.admin_stats_plans import FILL_INPUT, FILL_OUT, fill_monitor
 from checks.base import CheckSecrets
+from services.admin import queries as admin_queries
+from services.receiver import queries as receiver_queries
 from services.validator import sql
 from services.validator.batch import BatchRunner
 from services.validator.lifecycle import PartitionKeeper
@@ -565,6 +570,93 @@ async def _receive_load(
         await asyncio.gather(*pending)
 
 
+# ------------------------------------------------------------------ plans
+
+
+PARTITION_SCAN = re.compile(r" on (input_sms|sms_monitor|out_sms)_(p\d{8}|default|legacy)\b")
+SUBPLANS_REMOVED = re.compile(r"Subplans Removed: (\d+)")
+
+
+def _summary(rows: list[Any]) -> list[str]:
+    """The plan's node lines, without the long per-row filters (the checkpoint array)."""
+    keep = []
+    for row in rows:
+        line: str = row[0]
+        if "Filter: (" in line and "::uuid[])" in line:
+            continue
+        keep.append(line)
+    return keep
+
+
+async def bench_plans(days: int, per_day: int) -> None:
+    """Every statement of the engine, the admin and the receiver that reads the partitioned
+    tables, explained on a database of `days` judged days plus the week ahead."""
+    stack = stack_config()
+    name = f"{stack.db_name}_plans"
+    await recreate(stack, name, schema=True)
+    owner = await db.create_pool(owner_url(stack, name), min_size=1, max_size=2)
+    today = datetime.now(UTC).date()
+    try:
+        for k in range(days, 0, -1):
+            await _fill_judged_day(owner, today - timedelta(days=k), per_day, k)
+        async with owner.acquire() as connection:
+            await connection.execute("ANALYZE")
+            partitions = await connection.fetchval(
+                "SELECT count(*) FROM pg_inherits WHERE inhparent = 'input_sms'::regclass"
+            )
+            newest = await connection.fetchval(
+                "SELECT uuid FROM input_sms ORDER BY uuid DESC LIMIT 1"
+            )
+            checkpoint = await connection.fetchval(
+                "SELECT uuid FROM input_sms ORDER BY uuid DESC OFFSET 2000 LIMIT 1"
+            )
+            print(f"-- {days} days of {per_day:,} SMS; input_sms has {partitions} partitions")
+            statements: list[tuple[str, str, tuple[Any, ...]]] = [
+                (
+                    "validator FETCH_BATCH",
+                    sql.FETCH_BATCH,
+                    (checkpoint, datetime.now(UTC), 1000, [checkpoint] * 32, 32),
+                ),
+                ("validator FETCH_SWEEP", sql.FETCH_SWEEP, (newest, 10.0, 1000, [newest] * 32, 32)),
+                ("validator BACKLOG", sql.BACKLOG, (checkpoint, 1_000_000)),
+                (
+                    "admin GET /stats",
+                    admin_queries.STATS,
+                    (checkpoint, 100_000, 60.0),
+                ),
+                ("admin GET /stats, storage", admin_queries.STORAGE, ()),
+                (
+                    "admin GET /sms/{uuid}",
+                    admin_queries.sms_detail(checks.result_columns()),
+                    (newest,),
+                ),
+                (
+                    "receiver SELECT_DELIVERIES",
+                    receiver_queries.SELECT_DELIVERIES,
+                    (["api"], ["key-1"]),
+                ),
+            ]
+            for title, query, args in statements:
+                rows = await connection.fetch(
+                    f"EXPLAIN (ANALYZE, BUFFERS, COSTS OFF, SUMMARY ON) {query}", *args
+                )
+                lines = _summary(rows)
+                scans = [line for line in lines if PARTITION_SCAN.search(line)]
+                ran = [line for line in scans if "never executed" not in line]
+                removed = sum(
+                    int(m.group(1)) for line in lines if (m := SUBPLANS_REMOVED.search(line))
+                )
+                time_line = next(line for line in lines if line.startswith("Execution Time"))
+                print(
+                    f"\n#### {title}: {time_line}; partition scans in the plan {len(scans)}, "
+                    f"executed {len(ran)}, removed at run time {removed}\n\n```"
+                )
+                print("\n".join(lines))
+                print("```")
+    finally:
+        await db.close_pool(owner)
+
+
 # ------------------------------------------------------------------ keyed
 
 
@@ -634,6 +726,9 @@ def cli() -> None:
     d.add_argument("--per-day", type=int, default=500_000)
     d.add_argument("--rate", type=float, default=200.0, help="POST /sms/receive per second")
     d.add_argument("--seconds", type=float, default=60.0)
+    plans = commands.add_parser("plans")
+    plans.add_argument("--days", type=int, default=30)
+    plans.add_argument("--per-day", type=int, default=20_000)
     k = commands.add_parser("keyed")
     k.add_argument("--batch", type=int, default=1000)
     k.add_argument("--repeat", type=int, default=30)
@@ -645,6 +740,8 @@ def cli() -> None:
         work = lambda: bench_migrate(args.rows)  # noqa: E731
     elif args.command == "month":
         work = lambda: bench_month(args.days, args.per_day, args.retention, args.senders)  # noqa: E731
+    elif args.command == "plans":
+        work = lambda: bench_plans(args.days, args.per_day)  # noqa: E731
     elif args.command == "drop":
         work = lambda: bench_drop(args.days, args.per_day, args.rate, args.seconds)  # noqa: E731
     else:
