@@ -9,6 +9,7 @@
   clock. Database size per day, drops, and every verdict compared between the two runs; the
   plan of FETCH_BATCH at the end.
 - `plans`: every statement that reads the partitioned tables, explained on a month of days.
+- `archive`: one judged day written to an archive as the upkeep does, and loaded back.
 - `keyed`: the receiver's keyed insert (a delivery key is looked for in every partition) before
   and after 0011.
 - `drop`: the receiver under a steady load while days are dropped (the services of `sms-stack
@@ -25,6 +26,7 @@ Run against a stack of its own (docs/benchmarks.md, "Time partitions"):
     .venv/bin/python -m bench.time_partitions month --days 30 --per-day 20000 --retention 7
     .venv/bin/python -m bench.time_partitions plans --days 30 --per-day 20000
     .venv/bin/python -m bench.time_partitions keyed --batch 1000 --past-days 30
+    .venv/bin/python -m bench.time_partitions archive --per-day 400000
     .venv/bin/sms-stack up          # the services, for `drop`
     .venv/bin/python -m bench.time_partitions drop --days 5 --per-day 500000
     .venv/bin/sms-stack down
@@ -62,7 +64,7 @@ from services.receiver import queries as receiver_queries
 from services.validator import sql
 from services.validator.batch import BatchRunner
 from services.validator.lifecycle import PartitionKeeper
-from sms_gateway import db
+from sms_gateway import archive, db
 from sms_gateway.devstack import StackConfig, bootstrap_steps, passwords
 from sms_gateway.migrate import Migration, discover, migrate
 from sms_gateway.redis import RedisLink
@@ -657,6 +659,59 @@ async def bench_plans(days: int, per_day: int) -> None:
         await db.close_pool(owner)
 
 
+# ------------------------------------------------------------------ archive
+
+
+async def bench_archive(per_day: int) -> None:
+    """Write one judged day to an archive as the upkeep does, and load it back."""
+    stack = stack_config()
+    name = f"{stack.db_name}_archive"
+    await recreate(stack, name, schema=True)
+    owner = await db.create_pool(owner_url(stack, name), min_size=1, max_size=2)
+    validator = await db.create_pool(
+        stack.pooled_url("sms_validator", name), min_size=1, max_size=2
+    )
+    day = datetime.now(UTC).date() - timedelta(days=40)
+    partition = f"p{day:%Y%m%d}"
+    try:
+        await _fill_judged_day(owner, day, per_day, 0)
+        async with owner.acquire() as connection:
+            bounds = await connection.fetchrow(
+                "SELECT lower_uuid, upper_uuid, sms_count FROM sms_time_partitions "
+                "WHERE partition_name = $1",
+                partition,
+            )
+            table_bytes = await connection.fetchval(
+                "SELECT sum(pg_total_relation_size(c.oid))::bigint FROM pg_class c "
+                "WHERE c.relname IN ($1, $2, $3)",
+                *(f"{t}_{partition}" for t in TABLES),
+            )
+        with tempfile.TemporaryDirectory() as directory:
+            started = time.perf_counter()
+            written = await archive.write_partition(
+                validator,
+                Path(directory),
+                archive.PartitionRange(partition, bounds["lower_uuid"], bounds["upper_uuid"]),
+                expected_sms=bounds["sms_count"],
+                scan_seconds=3600.0,
+            )
+            write_seconds = time.perf_counter() - started
+            files = sum(f.stat().st_size for f in written.iterdir())
+            started = time.perf_counter()
+            loaded = await archive.load_partition(owner_url(stack, name), written, "restored")
+            load_seconds = time.perf_counter() - started
+        print(
+            f"-- one day of {per_day:,} judged SMS: tables {table_bytes / 2**20:,.0f} MiB with "
+            f"their indexes, archive {files / 2**20:,.1f} MiB (gzip CSV)"
+        )
+        print(
+            f"-- archived in {write_seconds:.1f} s; loaded back ({loaded}) in {load_seconds:.1f} s"
+        )
+    finally:
+        await db.close_pool(validator)
+        await db.close_pool(owner)
+
+
 # ------------------------------------------------------------------ keyed
 
 
@@ -729,6 +784,8 @@ def cli() -> None:
     plans = commands.add_parser("plans")
     plans.add_argument("--days", type=int, default=30)
     plans.add_argument("--per-day", type=int, default=20_000)
+    a = commands.add_parser("archive")
+    a.add_argument("--per-day", type=int, default=400_000)
     k = commands.add_parser("keyed")
     k.add_argument("--batch", type=int, default=1000)
     k.add_argument("--repeat", type=int, default=30)
@@ -742,6 +799,8 @@ def cli() -> None:
         work = lambda: bench_month(args.days, args.per_day, args.retention, args.senders)  # noqa: E731
     elif args.command == "plans":
         work = lambda: bench_plans(args.days, args.per_day)  # noqa: E731
+    elif args.command == "archive":
+        work = lambda: bench_archive(args.per_day)  # noqa: E731
     elif args.command == "drop":
         work = lambda: bench_drop(args.days, args.per_day, args.rate, args.seconds)  # noqa: E731
     else:
