@@ -19,8 +19,11 @@ import redis.asyncio as aioredis
 import checks
 from checks.base import CheckSecrets, SmsToJudge
 from services.validator.batch import BatchRunner
+from services.validator.config import ValidatorConfig
 from services.validator.lifecycle import DAYS_AHEAD, PartitionKeeper
 from sms_gateway import archive, db
+from sms_gateway.config import load_config
+from sms_gateway.errors import ConfigurationError
 from sms_gateway.redis import RedisLink
 from sms_gateway.settings import SettingsStore
 from tests.conftest import FreshDatabase
@@ -32,11 +35,14 @@ from tests.validator.conftest import (
     forwarded_senders,
     insert_sms,
     invalid_message,
+    make_engine,
     make_runner,
     redis_senders,
+    running,
     set_settings,
     stored_settings,
     valid_message,
+    wait_for,
 )
 from tests.validator.model import model_of
 
@@ -361,3 +367,61 @@ async def _partition_rows(owner_pool: asyncpg.Pool, day: date) -> dict[str, list
             fetched = await connection.fetch(f"SELECT * FROM {table}_{p(day)} ORDER BY uuid")
             rows[table] = [tuple(r) for r in fetched]
     return rows
+
+
+async def test_the_running_validator_drops_what_the_setting_says(
+    owner_pool: asyncpg.Pool, validator_pool: asyncpg.Pool, redis_link: RedisLink
+) -> None:
+    """The engine's upkeep reads retention_days from the table at each round: 0 keeps a day
+    that 30 (the default) drops."""
+    old = today() - timedelta(days=40)
+    await make_day(owner_pool, old)
+    await insert_at(owner_pool, [(day_start(old) + timedelta(hours=1), SENDERS[0], "hi")])
+    await drain(make_runner(validator_pool, redis_link))
+    await set_settings(owner_pool, {"retention_days": "0"})
+    await forget_newest_day(owner_pool)  # the round makes it again: a sign that it ran
+    engine = make_engine(validator_pool, redis_link)
+    async with running(engine):
+        await wait_for(lambda: made_ahead(owner_pool), within=30, what="an upkeep round")
+    assert p(old) in await live_partitions(owner_pool)
+
+    await set_settings(owner_pool, {"retention_days": "30"})
+    async with running(make_engine(validator_pool, redis_link)):
+        await wait_for(
+            lambda: gone(owner_pool, p(old)), within=30, what="the old day dropped by the engine"
+        )
+    assert (await live_partitions(owner_pool))[-1] == p(today() + timedelta(days=DAYS_AHEAD))
+
+
+async def forget_newest_day(owner_pool: asyncpg.Pool) -> None:
+    newest = (await live_partitions(owner_pool))[-1]
+    async with db.transaction(owner_pool) as connection:
+        for table in archive.TABLES:
+            await connection.execute(f"DROP TABLE {table}_{newest}")
+        await connection.execute(
+            "DELETE FROM sms_time_partitions WHERE partition_name = $1", newest
+        )
+    assert (await live_partitions(owner_pool))[-1] != newest
+
+
+async def made_ahead(owner_pool: asyncpg.Pool) -> bool:
+    return (await live_partitions(owner_pool))[-1] == p(today() + timedelta(days=DAYS_AHEAD))
+
+
+async def gone(owner_pool: asyncpg.Pool, name: str) -> bool:
+    return name not in await live_partitions(owner_pool)
+
+
+@pytest.mark.usefixtures("clean_environment")
+def test_the_archive_directory_must_be_a_writable_directory(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("SMSGW_DATABASE_URL", "postgresql://v:Zq8vN3x7Lr2pW5tY@h:6432/db")
+    monkeypatch.setenv("SMSGW_ARCHIVE_DIR", str(tmp_path / "missing"))
+    with pytest.raises(ConfigurationError, match="is not a directory") as raised:
+        load_config(ValidatorConfig)
+    assert "ARCHIVE_DIR" in str(raised.value).upper()
+    monkeypatch.setenv("SMSGW_ARCHIVE_DIR", "")
+    assert load_config(ValidatorConfig).archive_dir is None
+    monkeypatch.setenv("SMSGW_ARCHIVE_DIR", str(tmp_path))
+    assert load_config(ValidatorConfig).archive_dir == tmp_path
