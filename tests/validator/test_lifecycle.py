@@ -335,10 +335,17 @@ async def test_an_archive_holds_every_row_and_loads_back(
     }
     loaded = await archive.load_partition(database.direct_url(), directory, "investigation")
     assert loaded == {t: len(before[t]) for t in archive.TABLES}
+    # The command operators run (docs/operations.md, "Restoring from an archive").
+    assert await asyncio.to_thread(archive.main, ["verify", str(directory)]) == 0
+    command = ["load", str(directory), "--dsn", database.direct_url()]
+    assert await asyncio.to_thread(archive.main, command) == 0  # into archive_<partition>
+    assert await asyncio.to_thread(archive.main, command) == 1  # its tables exist: refused
     async with db.transaction(owner_pool, readonly=True) as connection:
         for table in archive.TABLES:
             back = await connection.fetch(f"SELECT * FROM investigation.{table} ORDER BY uuid")
             assert [tuple(r) for r in back] == before[table]
+        again = await connection.fetchval(f"SELECT count(*) FROM archive_{p(old)}.input_sms")
+        assert again == len(before["input_sms"])
         archived_at = await connection.fetchval(
             "SELECT archived_at FROM sms_time_partitions WHERE partition_name = $1", p(old)
         )
