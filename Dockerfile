@@ -43,7 +43,7 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/* \
  && groupadd --system --gid 10001 smsgw \
  && useradd --system --uid 10001 --gid smsgw --home-dir /app --shell /usr/sbin/nologin smsgw \
- && install -d -o smsgw -g smsgw -m 0750 /var/lib/smsgw/pgbouncer-auth
+ && install -d -o smsgw -g smsgw -m 0750 /var/lib/smsgw/pgbouncer-auth /var/lib/smsgw/archive
 COPY --from=build /opt/venv /opt/venv
 # The migrations are not part of the wheel: the migrate job reads them from here.
 COPY db/init /app/db/init

@@ -117,7 +117,15 @@ class StackConfig:
         }
         if self.otlp_endpoint:
             env["SMSGW_OTLP_ENDPOINT"] = self.otlp_endpoint
+        if service == "validator":
+            # Days dropped by retention are archived under the stack's directory, unless the
+            # environment says where (an empty value: no archive).
+            env["SMSGW_ARCHIVE_DIR"] = os.environ.get("SMSGW_ARCHIVE_DIR", str(self.archive_dir))
         return env
+
+    @property
+    def archive_dir(self) -> Path:
+        return self.state_dir / "archive"
 
 
 # ------------------------------------------------------------------ database
@@ -271,6 +279,7 @@ def start_service(config: StackConfig, service: str) -> None:
         return
     logs = config.state_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
+    config.archive_dir.mkdir(parents=True, exist_ok=True)
     executable = Path(sys.executable).with_name(f"sms-{service}")
     with (logs / f"{service}.log").open("ab") as log:
         process = subprocess.Popen(

@@ -4,6 +4,11 @@ Each file runs in its own transaction under a transaction-scoped advisory lock (
 migrators never interleave, and it works through pgbouncer too) and records itself in
 `schema_migrations`. A second run applies nothing. The files are also plain SQL that psql can
 run as container init scripts: each is safe to apply twice on its own.
+
+A file may be cut into steps by lines that read exactly `-- migrate:step`: each step is its own
+transaction, so that a long scan (validating a constraint on a big table) does not run under the
+exclusive lock that a later step takes. Every step is safe to run again, and the last one records
+the file, so a migrator stopped between steps resumes where it was on its next run.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ logger = logging.getLogger(__name__)
 MIGRATIONS_DIR: Final = Path(__file__).resolve().parents[1] / "db" / "init"
 # An arbitrary constant shared by every migrator: "the schema is being changed".
 _MIGRATION_LOCK: Final = 0x5D5_6A7E
+_STEP_MARK: Final = "-- migrate:step"
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +44,29 @@ class Migration:
     @property
     def sql(self) -> str:
         return self.path.read_text(encoding="utf-8")
+
+    @property
+    def steps(self) -> list[str]:
+        """The file's transactions, in order (one unless it has `-- migrate:step` lines)."""
+        steps: list[list[str]] = [[]]
+        for line in self.sql.splitlines(keepends=True):
+            if line.strip() == _STEP_MARK:
+                steps.append([])
+            else:
+                steps[-1].append(line)
+        # A part with nothing but comments (the file's header) belongs to the next step.
+        merged: list[str] = []
+        pending = ""
+        for lines in steps:
+            text = pending + "".join(lines)
+            if any(line.strip() and not line.lstrip().startswith("--") for line in lines):
+                merged.append(text)
+                pending = ""
+            else:
+                pending = text
+        if pending.strip() and merged:
+            merged[-1] += pending
+        return merged or [self.sql]
 
 
 def discover(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
@@ -65,23 +94,32 @@ async def migrate(dsn: str, directory: Path = MIGRATIONS_DIR) -> list[str]:
     connection = await asyncpg.connect(dsn, statement_cache_size=0)
     try:
         for migration in discover(directory):
-            async with connection.transaction():
-                await connection.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
-                if migration.version in await applied_versions(connection):
-                    continue
-                try:
-                    await connection.execute(migration.sql)
-                except asyncpg.PostgresError as exc:
-                    raise MigrationError(f"{migration.path.name}: {exc}") from exc
-                if migration.version not in await applied_versions(connection):
-                    raise MigrationError(
-                        f"{migration.path.name} does not record itself in schema_migrations"
-                    )
-            logger.info("migration applied", extra={"version": migration.version})
-            applied_now.append(migration.version)
+            if await _apply(connection, migration):
+                logger.info("migration applied", extra={"version": migration.version})
+                applied_now.append(migration.version)
     finally:
         await connection.close()
     return applied_now
+
+
+async def _apply(connection: asyncpg.Connection, migration: Migration) -> bool:
+    """Run the file's steps, each in a transaction; False when it was applied already."""
+    steps = migration.steps
+    for number, step in enumerate(steps, start=1):
+        async with connection.transaction():
+            await connection.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
+            if migration.version in await applied_versions(connection):
+                return False
+            try:
+                await connection.execute(step)
+            except asyncpg.PostgresError as exc:
+                where = f" (step {number} of {len(steps)})" if len(steps) > 1 else ""
+                raise MigrationError(f"{migration.path.name}{where}: {exc}") from exc
+            if number == len(steps) and migration.version not in await applied_versions(connection):
+                raise MigrationError(
+                    f"{migration.path.name} does not record itself in schema_migrations"
+                )
+    return True
 
 
 def main(argv: Sequence[str] | None = None) -> int:

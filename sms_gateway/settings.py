@@ -263,6 +263,12 @@ class RuntimeSettings(BaseModel):
     max_message_length: Annotated[int, Field(ge=1, le=65_536)] = _setting(
         1600, "an integer from 1 to 65536", "the receiver refuses a longer sms_message"
     )
+    retention_days: Annotated[int, Field(ge=0, le=3650)] = _setting(
+        30,
+        "an integer number of days from 0 to 3650 (0 keeps everything)",
+        "how long judged SMS are kept: a day's time partition is dropped once it is this many "
+        "days old and every SMS in it is judged",
+    )
 
 
 SETTING_KEYS: Final = tuple(RuntimeSettings.model_fields)

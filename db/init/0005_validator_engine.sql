@@ -4,8 +4,16 @@
 -- the row lock on the checkpoint, so identity values are handed out and committed in one order:
 -- "every row up to seq N" is a well-defined prefix. Redis keeps the highest seq it mirrors as a
 -- marker; a marker behind max(seq) says exactly which senders the set is missing.
-ALTER TABLE out_sms ADD COLUMN IF NOT EXISTS seq BIGINT GENERATED ALWAYS AS IDENTITY;
-CREATE UNIQUE INDEX IF NOT EXISTS idx_out_sms_seq ON out_sms (seq);
+-- 0008 replaced it with forwarded_senders: once 0008 has run there is nothing to add (and 0013's
+-- partitioned out_sms could not have this unique index).
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT FROM schema_migrations WHERE version = '0008_validator_partitions') THEN
+        ALTER TABLE out_sms ADD COLUMN IF NOT EXISTS seq BIGINT GENERATED ALWAYS AS IDENTITY;
+        CREATE UNIQUE INDEX IF NOT EXISTS idx_out_sms_seq ON out_sms (seq);
+    END IF;
+END
+$$;
 
 -- The smallest UUIDv7 that uuid_generate_v7() (0001) can make at or after `at`: every key made at
 -- or after that instant is >= this value, every key made before it is smaller. Instants before

@@ -259,6 +259,47 @@ class Throughput(BaseModel):
     received_per_second: float = Field(description="SMS stored by the receiver")
 
 
+class TimePartition(BaseModel):
+    partition: str = Field(description="the suffix of the three tables' partitions")
+    starts_at: datetime | None = Field(description="null for the legacy partition")
+    ends_at: datetime
+
+
+class KeptPartition(TimePartition):
+    unjudged: int = Field(description="SMS without a final result at its last examination")
+    examined_at: datetime
+
+
+class NextDrop(TimePartition):
+    due_at: datetime = Field(description="when it is past the retention")
+
+
+class LastDrop(BaseModel):
+    partition: str
+    dropped_at: datetime
+    archived: bool
+
+
+class Storage(BaseModel):
+    """The time partitions of input_sms, sms_monitor and out_sms (docs/operations.md,
+    "Retention")."""
+
+    retention_days: int = Field(description="the setting; 0 keeps everything")
+    table_bytes: dict[str, int] = Field(description="each table with its indexes, all partitions")
+    partitions: int = Field(description="time partitions not dropped, those made ahead included")
+    oldest_partition: TimePartition | None
+    newest_partition: TimePartition | None
+    next_drop: NextDrop | None = Field(
+        description="the oldest partition and when retention may drop it (null when retention "
+        "is 0); it goes then only if every SMS in it is judged"
+    )
+    kept_unjudged: list[KeptPartition] = Field(
+        description="partitions past the retention kept because some SMS in them is pending, "
+        "processing or in error"
+    )
+    last_drop: LastDrop | None
+
+
 class Stats(BaseModel):
     at: datetime = Field(description="the database's clock when the numbers were taken")
     by_status: dict[str, int] = Field(description="sms_monitor rows per overall_status")
@@ -266,6 +307,7 @@ class Stats(BaseModel):
     checkpoint: UUID
     backlog: Backlog
     throughput: Throughput
+    storage: Storage
 
     model_config = ConfigDict(
         json_schema_extra={
@@ -292,6 +334,37 @@ class Stats(BaseModel):
                         "window_seconds": 60,
                         "processed_per_second": 412.5,
                         "received_per_second": 430.1,
+                    },
+                    "storage": {
+                        "retention_days": 30,
+                        "table_bytes": {
+                            "input_sms": 5_368_709_120,
+                            "sms_monitor": 3_221_225_472,
+                            "out_sms": 2_147_483_648,
+                        },
+                        "partitions": 38,
+                        "oldest_partition": {
+                            "partition": "p20241231",
+                            "starts_at": "2024-12-31T00:00:00Z",
+                            "ends_at": "2025-01-01T00:00:00Z",
+                        },
+                        "newest_partition": {
+                            "partition": "p20250207",
+                            "starts_at": "2025-02-07T00:00:00Z",
+                            "ends_at": "2025-02-08T00:00:00Z",
+                        },
+                        "next_drop": {
+                            "partition": "p20241231",
+                            "starts_at": "2024-12-31T00:00:00Z",
+                            "ends_at": "2025-01-01T00:00:00Z",
+                            "due_at": "2025-01-31T00:00:00Z",
+                        },
+                        "kept_unjudged": [],
+                        "last_drop": {
+                            "partition": "p20241230",
+                            "dropped_at": "2025-01-30T00:01:02Z",
+                            "archived": False,
+                        },
                     },
                 }
             ]

@@ -168,5 +168,30 @@ SELECT now() AS at,
         WHERE processing_started_at >= now() - make_interval(secs => $3)
           AND processing_completed_at IS NOT NULL) AS processed_in_window,
        (SELECT count(*) FROM input_sms
-        WHERE created_at >= now() - make_interval(secs => $3)) AS received_in_window
+        WHERE created_at >= now() - make_interval(secs => $3)
+          -- created_at is the inserting transaction's start, never after the key's instant:
+          -- this bound prunes the time partitions to the last one or two.
+          AND uuid >= uuid_v7_lower_bound(now() - make_interval(secs => $3))) AS received_in_window
+"""
+
+# The storage of GET /stats (db/init/0011): each time-partitioned table's size over all its
+# partitions, and the partitions not dropped (a few dozen rows), oldest first, with the last
+# drop. pg_partition_tree and the size functions read the catalog and the files' sizes, never a
+# row.
+STORAGE: Final = """
+SELECT (SELECT coalesce(jsonb_object_agg(t.name, t.bytes), '{}'::jsonb)
+        FROM (SELECT parent AS name,
+                     (SELECT sum(pg_total_relation_size(relid))::bigint
+                      FROM pg_partition_tree(parent::regclass)) AS bytes
+              FROM unnest(ARRAY['input_sms', 'sms_monitor', 'out_sms']) AS parent) AS t)
+           AS table_bytes,
+       (SELECT coalesce(jsonb_agg(jsonb_build_object(
+                   'partition', partition_name, 'starts_at', starts_at, 'ends_at', ends_at,
+                   'examined_at', examined_at, 'unjudged', unjudged_count)
+                   ORDER BY ends_at), '[]'::jsonb)
+        FROM sms_time_partitions WHERE dropped_at IS NULL) AS partitions,
+       (SELECT jsonb_build_object('partition', partition_name, 'dropped_at', dropped_at,
+                                  'archived', archived_at IS NOT NULL)
+        FROM sms_time_partitions WHERE dropped_at IS NOT NULL
+        ORDER BY dropped_at DESC LIMIT 1) AS last_drop
 """

@@ -57,6 +57,7 @@ def create_app(
             registry,
             config.check_secrets(),
             tracing=bool(config.otlp_endpoint),
+            archive_dir=config.archive_dir,
             **options,
         )
         supervisor = Supervisor(on_fatal or fail_process)

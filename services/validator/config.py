@@ -1,8 +1,11 @@
-"""The validator's bootstrap configuration (SPEC §10): the database, Redis password, and the
-two secrets the checks use (SPEC §10)."""
+"""The validator's bootstrap configuration (SPEC §10): the database, Redis password, the two
+secrets the checks use (SPEC §10), and where time partitions are archived (a deployment path,
+not a setting: compose mounts a volume there, the playbook makes the directory)."""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
 from pydantic import Field, SecretStr, field_validator
@@ -24,6 +27,28 @@ class ValidatorConfig(BootstrapConfig):
     mobile_aes_key: SecretStr | None = Field(
         None, description="AES-256-GCM key of the mobile check: 64 hex digits"
     )
+
+    archive_dir: Path | None = Field(
+        None,
+        description="where time partitions are archived before retention drops them "
+        "(an existing directory the validator may write; unset: no archive)",
+    )
+
+    @field_validator("archive_dir", mode="before")
+    @classmethod
+    def _empty_is_no_archive(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @field_validator("archive_dir")
+    @classmethod
+    def _archive_dir_is_writable(cls, value: Path | None) -> Path | None:
+        if value is None:
+            return None
+        if not value.is_dir():
+            raise ValueError(f"{value} is not a directory")
+        if not os.access(value, os.W_OK | os.X_OK):
+            raise ValueError(f"{value} is not writable by this user")
+        return value
 
     @field_validator("mobile_aes_key")
     @classmethod

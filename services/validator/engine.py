@@ -7,7 +7,8 @@ batch after batch over them, independently of every other worker of this and eve
 process, since partitions share no sender (SPEC §6.1, §6.3). Between batches it renews its
 leases, sweeps its partitions (requeued SMS) and checks the Redis index for them. Once per
 `sweep_interval` the process publishes `last_processed_uuid` (the smallest partition checkpoint)
-and measures the backlog.
+and measures the backlog, and once per `lifecycle_interval` it looks after the time partitions
+of the SMS tables (services/validator/lifecycle.py: made ahead, dropped after the retention).
 
 A transient fault (PostgreSQL, pgbouncer, Redis) is retried with backoff and jitter up to
 `max_database_retries`, then the batch is retried later: the engine never exits on weather, and
@@ -27,12 +28,13 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Final, TypeVar
 
 import asyncpg
 
 from checks.base import Check, CheckSecrets
-from services.validator import metrics, sql
+from services.validator import lifecycle, metrics, sql
 from services.validator.batch import (
     DEFAULT_SETTLE_MARGIN,
     DEFAULT_SWEEP_WINDOW,
@@ -62,6 +64,7 @@ BACKLOG_CAP: Final = 1_000_000
 # `sweep_window` seconds of rows, which the horizon makes impossible to find anything in) runs
 # on every this-many sweeps; requeued SMS are looked for on every sweep.
 LOOK_BACK_EVERY: Final = 12
+LIFECYCLE_INTERVAL: Final = 60.0
 
 
 class Engine:
@@ -79,6 +82,8 @@ class Engine:
         sweep_window: float = DEFAULT_SWEEP_WINDOW,
         lease_seconds: float = LEASE_SECONDS,
         heartbeat_seconds: float = HEARTBEAT_SECONDS,
+        lifecycle_interval: float = LIFECYCLE_INTERVAL,
+        archive_dir: Path | None = None,
     ) -> None:
         self.pool = pool
         self.store = SettingsStore(known_checks=checks)
@@ -96,6 +101,8 @@ class Engine:
         self.sweep_interval = sweep_interval
         self.lease_seconds = lease_seconds
         self.heartbeat_seconds = heartbeat_seconds
+        self.lifecycle_interval = lifecycle_interval
+        self.keeper = lifecycle.PartitionKeeper(pool, archive_dir)
         self._stopping = asyncio.Event()
         self._started = asyncio.Event()
         self._workers: list[asyncio.Task[None]] = []
@@ -260,11 +267,26 @@ class Engine:
 
     # ------------------------------------------------------------------ upkeep
     async def _upkeep_forever(self) -> None:
+        next_lifecycle = time.monotonic()  # at once: a fresh deployment gets its partitions
         while not self._stopping.is_set():
+            if time.monotonic() >= next_lifecycle:
+                await self._keep_partitions()
+                next_lifecycle = time.monotonic() + self.lifecycle_interval
             await self._sleep(self.sweep_interval)
             if self._stopping.is_set():
                 return
             await self._publish_and_measure()
+
+    async def _keep_partitions(self) -> None:
+        """Time partition upkeep with the retention read now: a round must never act on a
+        default that the table does not hold (0 keeps everything)."""
+        try:
+            async with db.transaction(self.pool, readonly=True) as connection:
+                settings = await self.store.reload(connection)
+        except TRANSIENT as exc:
+            logger.warning("time partition upkeep postponed", extra={"error": type(exc).__name__})
+            return
+        await self.keeper.run(settings.retention_days)
 
     async def _publish_and_measure(self) -> None:
         """Publish `last_processed_uuid` (SPEC §6.3) and measure the backlog behind it."""

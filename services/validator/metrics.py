@@ -73,3 +73,52 @@ PARTITIONS_UNHELD: Final = Gauge(
     "Partitions no live worker holds a lease on (their SMS wait for a worker).",
     multiprocess_mode="max",
 )
+
+# Time partitions (services/validator/lifecycle.py). Counters count what this process did; the
+# gauges describe the database, so every process reports the same value.
+PARTITIONS_CREATED: Final = Counter(
+    "sms_time_partitions_created_total", "Day partitions made ahead (of the three tables)."
+)
+PARTITIONS_DROPPED: Final = Counter(
+    "sms_time_partitions_dropped_total", "Day partitions dropped by retention."
+)
+PARTITIONS_ARCHIVED: Final = Counter(
+    "sms_time_partitions_archived_total", "Day partitions written to the archive directory."
+)
+DROP_LOCK_TIMEOUTS: Final = Counter(
+    "sms_time_partition_drop_lock_timeouts_total",
+    "Drops that gave way because a table stayed busy longer than their lock wait.",
+)
+DROP_SECONDS: Final = Histogram(
+    "sms_time_partition_drop_duration_seconds",
+    "Time of a drop's transaction (the day's partitions detached under exclusive locks), from "
+    "BEGIN to commit; removing the detached tables from disk comes after, locking no one.",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+)
+LIFECYCLE_ERRORS: Final = Counter(
+    "sms_time_partition_upkeep_errors_total",
+    "Rounds of time partition upkeep that failed on something other than a transient fault.",
+)
+PARTITIONS_AHEAD: Final = Gauge(
+    "sms_time_partitions_ahead_seconds",
+    "How far ahead of the clock the newest time partition ends (about a week when upkeep "
+    "runs; an alert fires below a day).",
+    multiprocess_mode="max",
+)
+PARTITIONS_KEPT: Final = Gauge(
+    "sms_time_partitions",
+    "Time partitions not dropped (including those made ahead).",
+    multiprocess_mode="max",
+)
+PARTITIONS_BLOCKED: Final = Gauge(
+    "sms_time_partitions_blocked",
+    "Time partitions past the retention kept because some SMS in them is not judged "
+    "(pending, processing or error).",
+    multiprocess_mode="max",
+)
+DEFAULT_PARTITION_ROWS: Final = Gauge(
+    "sms_time_partition_default_rows",
+    "input_sms rows after the newest time partition, in the default partition (counted up to "
+    "10000; zero while upkeep keeps partitions ahead).",
+    multiprocess_mode="max",
+)

@@ -49,6 +49,7 @@ EXAMPLES: dict[str, tuple[Any, Any]] = {
     "time_window_reference": ("processing", "later"),
     "time_window_max_skew": (0, -5),
     "max_message_length": (65_536, 65_537),
+    "retention_days": (0, 3651),
 }
 WRITABLE = sorted(key for key in SETTING_KEYS if not is_read_only(key))
 

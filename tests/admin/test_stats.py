@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from datetime import datetime
+from datetime import UTC, date, datetime, time, timedelta
 from uuid import UUID
 
 import asyncpg
@@ -250,3 +250,53 @@ async def test_writers_moving_statuses_in_opposite_orders_do_not_deadlock_on_the
         await other.close()
     counted, grouped = await counters_and_truth(owner_pool)
     assert counted == grouped == {"valid": 2, "invalid": 2}
+
+
+def _day_key(day: date, n: int = 0) -> UUID:
+    """A UUIDv7 of an instant of `day` (the layout of uuid_generate_v7, 0001)."""
+    millis = int(datetime.combine(day, time(1), tzinfo=UTC).timestamp() * 1000)
+    return UUID(int=(millis << 80) | (0x7 << 76) | (0b10 << 62) | n)
+
+
+async def test_storage_shows_partitions_the_next_drop_and_what_is_kept(
+    authed: httpx.AsyncClient, owner_pool: asyncpg.Pool
+) -> None:
+    today = datetime.now(UTC).date()
+    dropped_day, kept_day = today - timedelta(days=41), today - timedelta(days=40)
+    async with db.transaction(owner_pool) as connection:
+        for day, status in ((dropped_day, "valid"), (kept_day, "pending")):
+            await connection.execute("SELECT sms_time_partition_create($1)", day)
+            key = _day_key(day)
+            await connection.execute(
+                "INSERT INTO input_sms (uuid, sender_number, sms_message, received_timestamp) "
+                "VALUES ($1, '447700900123', 'hi', now())",
+                key,
+            )
+            await connection.execute(
+                "INSERT INTO sms_monitor (uuid, overall_status) VALUES ($1, $2)", key, status
+            )
+    for day in (dropped_day, kept_day):
+        name = f"p{day:%Y%m%d}"
+        async with db.transaction(owner_pool) as connection:
+            await connection.execute("SELECT sms_time_partition_examine($1)", name)
+        async with db.transaction(owner_pool) as connection:
+            await connection.execute("SELECT sms_time_partition_drop($1, 30, 1000, false)", name)
+
+    stats = (await authed.get("/stats")).json()
+
+    storage = stats["storage"]
+    assert storage["retention_days"] == 30
+    assert set(storage["table_bytes"]) == {"input_sms", "sms_monitor", "out_sms"}
+    assert all(size > 0 for size in storage["table_bytes"].values())
+    assert storage["oldest_partition"]["partition"] == f"p{kept_day:%Y%m%d}"
+    assert storage["next_drop"]["partition"] == f"p{kept_day:%Y%m%d}"
+    assert datetime.fromisoformat(storage["next_drop"]["due_at"]) == datetime.combine(
+        kept_day + timedelta(days=31), time(), tzinfo=UTC
+    )
+    assert [(k["partition"], k["unjudged"]) for k in storage["kept_unjudged"]] == [
+        (f"p{kept_day:%Y%m%d}", 1)
+    ]
+    assert storage["last_drop"]["partition"] == f"p{dropped_day:%Y%m%d}"
+    assert storage["last_drop"]["archived"] is False
+    # The dropped day's result left the counters with it; the kept one is still counted.
+    assert stats["by_status"] == {"pending": 1}

@@ -121,6 +121,7 @@ LEAST_PRIVILEGES: dict[str, set[tuple[str, str | None, str]]] = {
                 "validator_partitions",
                 "validator_workers",
                 "forwarded_senders",
+                "sms_time_partitions",
             )
         },
         ("system_settings", None, "INSERT"),

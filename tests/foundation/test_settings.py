@@ -46,6 +46,7 @@ INT_BOUNDS: dict[str, tuple[int, int]] = {
     "hash_length": (0, 256),
     "time_window_max_skew": (0, MAX_INTEGER),
     "max_message_length": (1, 65_536),
+    "retention_days": (0, 3650),
 }
 CHOICES: dict[str, tuple[str, ...]] = {
     "log_level": ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"),

@@ -9,19 +9,28 @@ one consistent snapshot.
 from __future__ import annotations
 
 import json
-from typing import Final
+from datetime import datetime, timedelta
+from typing import Any, Final
 
 from fastapi import APIRouter
 
 from services.admin import queries
-from services.admin.models import Backlog, Stats, Throughput
+from services.admin.models import (
+    Backlog,
+    KeptPartition,
+    LastDrop,
+    NextDrop,
+    Stats,
+    Storage,
+    Throughput,
+    TimePartition,
+)
 from services.admin.state import State
 from sms_gateway import db
 from sms_gateway.errors import SettingValueError
 from sms_gateway.settings import parse_setting_text
 
 router = APIRouter(tags=["stats"])
-
 
 # Counting the rows after the checkpoint walks the primary key; beyond this many the answer is
 # "at least this many", which is all an operator needs to know about such a backlog, and the
@@ -42,7 +51,9 @@ async def read_stats(state: State) -> Stats:
         row = await conn.fetchrow(
             queries.STATS, checkpoint, BACKLOG_COUNT_CAP, float(THROUGHPUT_WINDOW_SECONDS)
         )
+        storage_row = await conn.fetchrow(queries.STORAGE)
     assert row is not None
+    assert storage_row is not None
     now = row["at"]
     by_status: dict[str, int] = json.loads(row["by_status"])
     waiting = [
@@ -68,4 +79,45 @@ async def read_stats(state: State) -> Stats:
             processed_per_second=row["processed_in_window"] / THROUGHPUT_WINDOW_SECONDS,
             received_per_second=row["received_in_window"] / THROUGHPUT_WINDOW_SECONDS,
         ),
+        storage=_storage(storage_row, state.settings.current.retention_days, now),
+    )
+
+
+def _partition(entry: dict[str, Any]) -> TimePartition:
+    return TimePartition(
+        partition=entry["partition"],
+        # The legacy partition starts at -infinity, which JSON gives as a string.
+        starts_at=None if entry["starts_at"] == "-infinity" else entry["starts_at"],
+        ends_at=entry["ends_at"],
+    )
+
+
+def _storage(row: Any, retention_days: int, now: datetime) -> Storage:
+    partitions: list[dict[str, Any]] = json.loads(row["partitions"])
+    oldest = _partition(partitions[0]) if partitions else None
+    next_drop = None
+    if oldest is not None and retention_days > 0:
+        next_drop = NextDrop(
+            **oldest.model_dump(), due_at=oldest.ends_at + timedelta(days=retention_days)
+        )
+    kept = [
+        KeptPartition(
+            **_partition(entry).model_dump(),
+            unjudged=entry["unjudged"],
+            examined_at=entry["examined_at"],
+        )
+        for entry in partitions
+        if entry["unjudged"]
+        and retention_days > 0
+        and _partition(entry).ends_at <= now - timedelta(days=retention_days)
+    ]
+    return Storage(
+        retention_days=retention_days,
+        table_bytes=json.loads(row["table_bytes"]),
+        partitions=len(partitions),
+        oldest_partition=oldest,
+        newest_partition=_partition(partitions[-1]) if partitions else None,
+        next_drop=next_drop,
+        kept_unjudged=kept,
+        last_drop=LastDrop(**json.loads(row["last_drop"])) if row["last_drop"] else None,
     )
