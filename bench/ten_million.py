@@ -172,7 +172,7 @@ async def run(config: StackConfig, total: int, clients: int, probe: int, plot: P
         list(BATCH_SETTINGS.items()),
     )
     print(f"== 1. the validator's drain rate on empty tables ({probe} SMS)")
-    await owner.execute("TRUNCATE input_sms CASCADE")
+    await owner.execute("TRUNCATE input_sms, sms_monitor, out_sms")
     await owner.copy_records_to_table(
         "input_sms",
         columns=["sender_number", "sms_message", "received_timestamp"],
@@ -180,7 +180,7 @@ async def run(config: StackConfig, total: int, clients: int, probe: int, plot: P
     )
     empty = await drain_once(config, owner, "default", probe, 1000, None)
     print(f"   {empty.rate:.0f} SMS/s")
-    await owner.execute("TRUNCATE input_sms CASCADE")
+    await owner.execute("TRUNCATE input_sms, sms_monitor, out_sms")
     await owner.execute(RESET)
     await owner.execute("CHECKPOINT")
 

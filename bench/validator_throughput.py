@@ -87,7 +87,7 @@ def workload(count: int, seed: int = 1) -> Iterator[tuple[str, str, datetime]]:
 
 async def fill(owner: asyncpg.Connection, count: int) -> float:
     """Empty the tables, COPY the workload into input_sms; returns the COPY rate (rows/s)."""
-    await owner.execute("TRUNCATE input_sms CASCADE")
+    await owner.execute("TRUNCATE input_sms, sms_monitor, out_sms")
     await owner.execute(RESET)
     rows = list(workload(count))
     started = time.perf_counter()
@@ -269,7 +269,7 @@ async def plans(config: StackConfig, sizes: list[int]) -> None:
         started = time.perf_counter()
         # A fill of this size left by an earlier run is reused (10 million rows take minutes).
         if await owner.fetchval("SELECT count(*) FROM input_sms") != size:
-            await owner.execute("TRUNCATE input_sms CASCADE")
+            await owner.execute("TRUNCATE input_sms, sms_monitor, out_sms")
             await owner.execute(FILL_SERIES, size)
             # Nine tenths judged: a batch reads the rows after that checkpoint.
             await owner.execute(JUDGE_SERIES, await checkpoint_of(owner, size))
@@ -318,7 +318,7 @@ async def time_to_judge(config: StackConfig, owner: asyncpg.Connection, label: s
     """Start the validator as it ships, send one SMS from a sender already forwarded, and time
     until it is judged (a duplicate); returns seconds."""
     await owner.execute(
-        "TRUNCATE input_sms CASCADE; TRUNCATE validator_workers; "
+        "TRUNCATE input_sms, sms_monitor, out_sms; TRUNCATE validator_workers; "
         "UPDATE validator_partitions SET owner = NULL, lease_expires_at = '-infinity'"
     )
     await owner.execute(
@@ -364,7 +364,7 @@ async def recovery(config: StackConfig, senders: int, lag: int) -> None:
         port=config.redis_port, password=config.redis_password, decode_responses=True
     )
     partitions = int(await owner.fetchval(sql.PARTITION_COUNT))
-    await owner.execute("TRUNCATE input_sms CASCADE")
+    await owner.execute("TRUNCATE input_sms, sms_monitor, out_sms")
     await owner.execute(RESET)
     started = time.perf_counter()
     await owner.execute(FILL_FORWARDED, senders, partitions)

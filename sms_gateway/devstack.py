@@ -336,6 +336,9 @@ def infra_up(config: StackConfig, *, database: bool = True) -> None:
 
 def up(config: StackConfig, *, infra_only: bool) -> None:
     infra_up(config)
+    # Made with the infrastructure: services started by other means (benchmarks, tests) from
+    # `service_env` are given this directory too.
+    config.archive_dir.mkdir(parents=True, exist_ok=True)
     if infra_only:
         return
     for service in SERVICES:
