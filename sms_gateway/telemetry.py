@@ -318,28 +318,10 @@ class SpanPacker:
         body = 38 + len(tail) + suffix_length + 18
         self._prefix = b"\x12" + _varint(body) + b"\x0a\x10"
         self._tail = tail
-        suffix = f"{suffix_length}s" if suffix_length else ""
-        layout = f"<{len(self._prefix)}s16s2s8s2s8s{len(tail)}s{suffix}BQBQ"
+        layout = f"<{len(self._prefix)}s16s2s8s2s8s{len(tail)}s{suffix_length}sBQBQ"
         self._pack = struct.Struct(layout).pack
 
     def pack(
-        self, trace_id: bytes, span_id: bytes, parent_span_id: bytes, start_ns: int, end_ns: int
-    ) -> bytes:
-        return self._pack(
-            self._prefix,
-            trace_id,
-            b"\x12\x08",
-            span_id,
-            b"\x22\x08",
-            parent_span_id,
-            self._tail,
-            0x39,
-            start_ns,
-            0x41,
-            end_ns,
-        )
-
-    def pack_with(
         self,
         trace_id: bytes,
         span_id: bytes,
@@ -347,9 +329,9 @@ class SpanPacker:
         start_ns: int,
         end_ns: int,
         *,
-        suffix: bytes,
+        suffix: bytes = b"",
     ) -> bytes:
-        """A span whose varying attribute is `suffix` (of the length given at construction)."""
+        """One span; `suffix` of the length given at construction (none by default)."""
         return self._pack(
             self._prefix,
             trace_id,

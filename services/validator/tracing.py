@@ -136,7 +136,7 @@ def _emit_encoded(
         if validation is None:
             validation = validations[key] = _validate_span(key, batch_attribute)
         add(
-            validation.pack_with(
+            validation.pack(
                 trace_id,
                 validate_id,
                 receive_span_id(uuid),

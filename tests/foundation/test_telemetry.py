@@ -122,7 +122,7 @@ def test_a_packed_span_ends_its_last_attribute_with_the_suffix(pipe: SmsSpans) -
     tail = SpanShape("sms.validate", attributes={"sms.overall_status": "valid"}).tail
     packer = SpanPacker(tail + string_attribute_prefix("sms.uuid", 36), 36)
     spans = [
-        packer.pack_with(u.bytes, b"\x01" * 8, receive_span_id(u), 5, 9, suffix=str(u).encode())
+        packer.pack(u.bytes, b"\x01" * 8, receive_span_id(u), 5, 9, suffix=str(u).encode())
         for u in (UUID_7, UUID("0192f3a4-5b6c-7d8e-bfff-ffffffffffff"))
     ]
     decoded = decode(pipe, spans).resource_spans[0].scope_spans[0].spans
