@@ -1,6 +1,6 @@
-"""Time partitions and retention (db/init/0011, services/validator/lifecycle.py), measured:
+"""Time partitions and retention (db/init/0013, services/validator/lifecycle.py), measured:
 
-- `migrate`: 0011 on a database of a few million SMS made before it: each step's time, and how
+- `migrate`: 0013 on a database of a few million SMS made before it: each step's time, and how
   long a writer and a reader of input_sms waited meanwhile (what the steps lock); FETCH_BATCH's
   plan before and after.
 - `month`: a simulated month at a steady rate, twice (with retention and without), time moved
@@ -11,7 +11,7 @@
 - `plans`: every statement that reads the partitioned tables, explained on a month of days.
 - `archive`: one judged day written to an archive as the upkeep does, and loaded back.
 - `keyed`: the receiver's keyed insert (a delivery key is looked for in every partition) before
-  and after 0011.
+  and after 0013.
 - `drop`: the receiver under a steady load while days are dropped (the services of `sms-stack
   up` and the validator judging): the receiver's p50/p99 in the seconds around each drop
   against the rest of the same run, and each drop's time and lock waits.
@@ -206,8 +206,8 @@ async def bench_migrate(rows: int) -> None:
     name = f"{stack.db_name}_migrate"
     await recreate(stack, name, schema=False)
     url = owner_url(stack, name)
-    earlier = [m for m in discover() if m.version < "0011"]
-    (target,) = [m for m in discover() if m.version.startswith("0011")]
+    earlier = [m for m in discover() if m.version < "0013"]
+    (target,) = [m for m in discover() if m.version.startswith("0013")]
     with tempfile.TemporaryDirectory() as directory:
         for migration in earlier:
             shutil.copy(migration.path, directory)
@@ -222,7 +222,7 @@ async def bench_migrate(rows: int) -> None:
         print(f"-- filled {rows:,} SMS and VACUUM ANALYZE in {time.perf_counter() - started:.0f} s")
         for table, size in await owner.fetch(SIZES_PLAIN, list(TABLES)):
             print(f"-- {table}: {size / 2**20:,.0f} MiB")
-        await explain_fetch_batch(owner, "FETCH_BATCH before 0011 (one table)")
+        await explain_fetch_batch(owner, "FETCH_BATCH before 0013 (one table)")
 
         probe = Probe(url)
         tasks = probe.run()
@@ -250,7 +250,7 @@ async def bench_migrate(rows: int) -> None:
                 f"{ms(longest_read)} |"
             )
         await owner.execute("ANALYZE")
-        await explain_fetch_batch(owner, "FETCH_BATCH after 0011 (legacy partition + days)")
+        await explain_fetch_batch(owner, "FETCH_BATCH after 0013 (legacy partition + days)")
         for table, size in await owner.fetch(SIZES, list(TABLES)):
             print(f"-- {table} after: {size / 2**20:,.0f} MiB")
     finally:
@@ -724,23 +724,23 @@ SELECT count(sms_uuid) FROM store_input_sms(
 
 
 async def bench_keyed(batch: int, repeat: int, past_days: int) -> None:
-    """The receiver's keyed insert (store_input_sms) before 0011 (one unique index) and after it
+    """The receiver's keyed insert (store_input_sms) before 0013 (one unique index) and after it
     (a look in every partition), on databases of the same SMS."""
     stack = stack_config()
     results: dict[str, list[float]] = {}
-    for label in ("before 0011", "after 0011"):
+    for label in ("before 0013", "after 0013"):
         name = f"{stack.db_name}_keyed"
         await recreate(stack, name, schema=False)
         url = owner_url(stack, name)
         with tempfile.TemporaryDirectory() as directory:
             for migration in discover():
-                if label == "after 0011" or migration.version < "0011":
+                if label == "after 0013" or migration.version < "0013":
                     shutil.copy(migration.path, directory)
             await migrate(url, Path(directory))
         connection = await asyncpg.connect(url, statement_cache_size=0)
         try:
             partitions = 1
-            if label == "after 0011":
+            if label == "after 0013":
                 today = datetime.now(UTC).date()
                 for k in range(1, past_days + 1):
                     await connection.execute(

@@ -174,7 +174,7 @@ SELECT now() AS at,
           AND uuid >= uuid_v7_lower_bound(now() - make_interval(secs => $3))) AS received_in_window
 """
 
-# The storage of GET /stats (db/init/0011): each time-partitioned table's size over all its
+# The storage of GET /stats (db/init/0013): each time-partitioned table's size over all its
 # partitions, and the partitions not dropped (a few dozen rows), oldest first, with the last
 # drop. pg_partition_tree and the size functions read the catalog and the files' sizes, never a
 # row.

@@ -1,9 +1,9 @@
 """Time partitions of input_sms, sms_monitor and out_sms: made ahead, dropped after the retention
-(db/init/0011; docs/architecture.md, "Data lifecycle").
+(db/init/0013; docs/architecture.md, "Data lifecycle").
 
 The validator runs this upkeep because every deployment runs the validator, and because it is
 the one service that writes results: what decides whether a day may go (every SMS of it judged)
-is its own work. The DDL runs in the database functions of 0011, as the schema owner; each takes
+is its own work. The DDL runs in the database functions of 0013, as the schema owner; each takes
 a transaction-scoped advisory lock without waiting, so among several validator processes one
 does the work at a time and the others find it done. Nothing here holds state between rounds:
 the table `sms_time_partitions` is the state.

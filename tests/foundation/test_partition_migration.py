@@ -1,5 +1,5 @@
-"""0011 on a database that already holds SMS: the rows stay where they are, in the legacy time
-partition attached without a scan, and everything after goes on working (db/init/0011)."""
+"""0013 on a database that already holds SMS: the rows stay where they are, in the legacy time
+partition attached without a scan, and everything after goes on working (db/init/0013)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import asyncpg
 from sms_gateway.migrate import MIGRATIONS_DIR, discover, migrate
 from tests.conftest import FreshDatabase
 
-BEFORE_TIME_PARTITIONS = "0011"
+BEFORE_TIME_PARTITIONS = "0013"
 
 
 async def test_an_existing_database_keeps_its_rows_in_the_legacy_partition(
@@ -43,7 +43,7 @@ async def test_an_existing_database_keeps_its_rows_in_the_legacy_partition(
             for table in ("input_sms", "sms_monitor", "out_sms")
         }
 
-        assert await migrate(url, MIGRATIONS_DIR) == ["0011_time_partitions"]
+        assert await migrate(url, MIGRATIONS_DIR) == ["0013_time_partitions"]
 
         for table, rows in before.items():
             assert await connection.fetch(f"SELECT * FROM {table} ORDER BY uuid") == rows

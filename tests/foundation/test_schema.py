@@ -28,7 +28,7 @@ LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
 WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') AND NOT c.relispartition
   AND a.attnum > 0 AND NOT a.attisdropped
 """
-# The time partitions (0011) are named by day and come and go; their parents are the schema.
+# The time partitions (0013) are named by day and come and go; their parents are the schema.
 INDEXES = """
 SELECT x.tablename, x.indexname, x.indexdef
 FROM pg_indexes x

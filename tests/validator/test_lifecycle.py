@@ -1,4 +1,4 @@
-"""Time partitions and retention (db/init/0011, services/validator/lifecycle.py): partitions are
+"""Time partitions and retention (db/init/0013, services/validator/lifecycle.py): partitions are
 made ahead by the gateway, a day is dropped only when it is past the retention and every SMS in
 it is judged, and dropping old days changes no verdict (SPEC §6.1 across a drop, against the
 reference model, which keeps its own per-sender state)."""
