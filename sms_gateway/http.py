@@ -58,6 +58,27 @@ class RequestMetrics:
         observers[1].observe(seconds)
 
 
+class StatusRecorder:
+    """An ASGI `send` that passes every message on and keeps the response's status (500 until
+    the response starts: what a request that failed before answering is counted as)."""
+
+    __slots__ = ("_send", "status")
+
+    def __init__(self, send: Send) -> None:
+        self._send = send
+        self.status = 500
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+        await self._send(message)
+
+
+def route_template(scope: Scope) -> str:
+    """The matched route's template (never the raw path), for metrics and spans."""
+    return getattr(scope.get("route"), "path", None) or "unmatched"
+
+
 class HttpMetricsMiddleware:
     """`RequestMetrics` for every request of a FastAPI app."""
 
@@ -70,19 +91,16 @@ class HttpMetricsMiddleware:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        status = 500
-
-        async def send_with_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
+        recorder = StatusRecorder(send)
         try:
-            await self.app(scope, receive, send_with_status)
+            await self.app(scope, receive, recorder)
         finally:
-            template = getattr(scope.get("route"), "path", None) or "unmatched"
-            self.metrics.observe(scope["method"], template, status, time.perf_counter() - started)
+            self.metrics.observe(
+                scope["method"],
+                route_template(scope),
+                recorder.status,
+                time.perf_counter() - started,
+            )
 
 
 def metrics_payload() -> bytes:

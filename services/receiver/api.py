@@ -27,7 +27,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from services.receiver import incoming, metrics
 from services.receiver.adapters import smsgate, twilio
@@ -40,6 +40,7 @@ from services.receiver.errors import (
     SignatureRefused,
     StorageUnavailable,
 )
+from services.receiver.incoming import SmsToStore
 from services.receiver.limits import BodyLimits, ClientGone, rule
 from services.receiver.schemas import (
     SMSGATE_EXAMPLE,
@@ -52,10 +53,10 @@ from services.receiver.schemas import (
     inline_schema,
 )
 from services.receiver.state import RECEIVER, ReceiverState
-from services.receiver.store import SmsStore
+from services.receiver.store import SmsStore, StoredSms
 from services.receiver.tracing import ReceiveSpans
 from sms_gateway import db
-from sms_gateway.http import RequestMetrics, ops_router
+from sms_gateway.http import RequestMetrics, StatusRecorder, ops_router, route_template
 from sms_gateway.problems import (
     PROBLEM_MEDIA_TYPE,
     FieldProblem,
@@ -353,6 +354,23 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
+async def _store_traced(  # noqa: PLR0917 (one call shape for the three routes)
+    receiver: ReceiverState,
+    sms: SmsToStore,
+    source: str,
+    route: str,
+    status: int,
+    started_ns: int,
+) -> StoredSms:
+    """Store one SMS through the group commit, then record its spans (when tracing)."""
+    stored = await receiver.store.store(sms)
+    if receiver.spans is not None:
+        receiver.spans.record(
+            stored, source=source, route=route, status=status, request_started_ns=started_ns
+        )
+    return stored
+
+
 async def receive_sms(
     receiver: ReceiverState, scope: Scope, body: bytes, started_ns: int
 ) -> Answer:
@@ -363,11 +381,7 @@ async def receive_sms(
         source=API_SOURCE,
         client_event_id=key,
     )
-    stored = await receiver.store.store(sms)
-    if receiver.spans is not None:
-        receiver.spans.record(
-            stored, source=API_SOURCE, route=RECEIVE_PATH, status=202, request_started_ns=started_ns
-        )
+    stored = await _store_traced(receiver, sms, API_SOURCE, RECEIVE_PATH, 202, started_ns)
     return _receipt(str(stored.uuid), stored.repeated)
 
 
@@ -418,15 +432,7 @@ async def receive_smsgate(
     if event != smsgate.RECEIVED_EVENT:
         return Answer(200, _json({"ignored": event}))
     sms = smsgate.received_sms(envelope, max_message_length=receiver.max_message_length)
-    stored = await receiver.store.store(sms)
-    if receiver.spans is not None:
-        receiver.spans.record(
-            stored,
-            source=smsgate.SOURCE,
-            route=SMSGATE_PATH,
-            status=202,
-            request_started_ns=started_ns,
-        )
+    stored = await _store_traced(receiver, sms, smsgate.SOURCE, SMSGATE_PATH, 202, started_ns)
     return _receipt(str(stored.uuid), stored.repeated)
 
 
@@ -455,15 +461,7 @@ async def receive_twilio(
     sms = twilio.inbound_sms(
         params, arrived_at=arrived_at, max_message_length=receiver.max_message_length
     )
-    stored = await receiver.store.store(sms)
-    if receiver.spans is not None:
-        receiver.spans.record(
-            stored,
-            source=twilio.SOURCE,
-            route=TWILIO_PATH,
-            status=200,
-            request_started_ns=started_ns,
-        )
+    await _store_traced(receiver, sms, twilio.SOURCE, TWILIO_PATH, 200, started_ns)
     return _TWIML
 
 
@@ -559,16 +557,9 @@ class ReceiverApp(FastAPI):
     async def _framework(
         self, scope: Scope, receive: Receive, send: Send, limit: int
     ) -> tuple[int, str]:
-        status = 500
-
-        async def send_with_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        await super().__call__(scope, self.body_limits.limited(receive, limit), send_with_status)
-        return status, getattr(scope.get("route"), "path", None) or "unmatched"
+        recorder = StatusRecorder(send)
+        await super().__call__(scope, self.body_limits.limited(receive, limit), recorder)
+        return recorder.status, route_template(scope)
 
 
 # ---------------------------------------------------------------------------- the app
