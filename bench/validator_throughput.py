@@ -34,6 +34,7 @@ import asyncio
 import os
 import random
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -110,6 +111,13 @@ def cpu_seconds(pids: list[int]) -> float:
     return total / CLOCK_TICKS
 
 
+def machine_busy_seconds() -> float:
+    """CPU seconds the whole machine spent busy (every core, every process) since boot."""
+    fields = [int(f) for f in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle, iowait
+    return (sum(fields[:8]) - idle) / CLOCK_TICKS
+
+
 def processes_of_session(session: int) -> list[int]:
     found = []
     for entry in Path("/proc").iterdir():
@@ -147,6 +155,7 @@ class Result:
     wall: float
     validator_cpu: float
     postgres_cpu: float
+    machine_cpu: float
 
 
 async def drain_once(
@@ -187,6 +196,7 @@ async def drain_once(
     pg_first = {pid: cpu_seconds([pid]) for pid in postgres_processes(config.db_name)}
     pg_last = dict(pg_first)
     started = time.perf_counter()
+    machine_started = machine_busy_seconds()
     validator_cpu = 0.0
     try:
         judged = 0
@@ -202,6 +212,7 @@ async def drain_once(
             elapsed = time.perf_counter() - started
             print(f"\r  {name}: {judged:>9} judged, {elapsed:6.1f} s", end="", flush=True)
         wall = time.perf_counter() - started
+        machine_cpu = machine_busy_seconds() - machine_started
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(40)
@@ -213,12 +224,20 @@ async def drain_once(
         "FROM sms_monitor"
     )
     print()
-    return Result(name, count / float(span), wall, validator_cpu, pg_cpu)
+    return Result(name, count / float(span), wall, validator_cpu, pg_cpu, machine_cpu)
 
 
 async def drain(
-    config: StackConfig, count: int, configs: list[str], batch_size: int, otlp: str | None
+    config: StackConfig,
+    count: int,
+    configs: list[str],
+    batch_size: int,
+    otlp: str | None,
+    rounds: int,
 ) -> None:
+    """Each round drains the same backlog once per configuration, in the order given; the
+    ratios are taken within a round (to its first configuration), so that the machine's drift
+    from one minute to the next cancels, and summed up as medians over the rounds."""
     # The superuser: it empties tables and forces a CHECKPOINT between runs.
     owner = await asyncpg.connect(config.admin_url_for(config.db_name))
     copy_rate = await fill(owner, count)
@@ -232,20 +251,47 @@ async def drain(
         f"batch_size {batch_size}; tracing {'on' if otlp else 'off'}; {os.cpu_count()} cores"
     )
     print(f"COPY into input_sms: {copy_rate:10.0f} rows/s")
-    results = [await drain_once(config, owner, name, count, batch_size, otlp) for name in configs]
+    ratios: dict[str, list[float]] = {name: [] for name in configs}
+    rates: dict[str, list[float]] = {name: [] for name in configs}
+    for round_no in range(1, rounds + 1):
+        results = [
+            await drain_once(config, owner, name, count, batch_size, otlp) for name in configs
+        ]
+        print(f"round {round_no} of {rounds}")
+        print_results(results, copy_rate, count)
+        for r in results:
+            rates[r.config].append(r.rate)
+            ratios[r.config].append(r.rate / results[0].rate)
+    if rounds > 1:
+        print(f"medians over {rounds} rounds")
+        print(f"{'config':<30}{'SMS/s':>10}{'x COPY':>8}{'x first':>9}  x first, each round")
+        for name in configs:
+            rate = statistics.median(rates[name])
+            each = " ".join(f"{x:.2f}" for x in ratios[name])
+            print(
+                f"{name:<30}{rate:10.0f}{rate / copy_rate:8.2f}"
+                f"{statistics.median(ratios[name]):9.2f}  {each}"
+            )
+    await owner.close()
+
+
+def print_results(results: list[Result], copy_rate: float, count: int) -> None:
     first = results[0].rate
     print(
         f"{'config (processes x workers)':<30}{'SMS/s':>10}{'x COPY':>8}{'x first':>9}"
         f"{'wall s':>8}{'validator cpu s':>17}{'postgres cpu s':>16}"
-        f"{'validator us/SMS':>18}{'postgres us/SMS':>17}"
+        f"{'validator us/SMS':>18}{'postgres us/SMS':>17}{'rest us/SMS':>13}{'cores busy':>12}"
     )
     for r in results:
+        # Everything else the machine did over the drain: pgbouncer, Redis, PostgreSQL's own
+        # writers, the kernel's network work, this benchmark's polling.
+        rest = r.machine_cpu - r.validator_cpu - r.postgres_cpu
         print(
             f"{r.config:<30}{r.rate:10.0f}{r.rate / copy_rate:8.2f}{r.rate / first:9.2f}"
             f"{r.wall:8.1f}{r.validator_cpu:17.1f}{r.postgres_cpu:16.1f}"
             f"{r.validator_cpu / count * 1e6:18.1f}{r.postgres_cpu / count * 1e6:17.1f}"
+            f"{rest / count * 1e6:13.1f}{r.machine_cpu / r.wall:12.2f}"
         )
-    await owner.close()
 
 
 FILL_SERIES = """
@@ -414,6 +460,7 @@ def main() -> None:
     drain_parser.add_argument("--batch-size", type=int, default=1000)
     drain_parser.add_argument("--configs", default="1x1,1x2,2x1,default")
     drain_parser.add_argument("--otlp", default=None, help="OTLP/HTTP endpoint: tracing on")
+    drain_parser.add_argument("--rounds", type=int, default=1, help="drains of each config")
     plans_parser = commands.add_parser("plans", help="EXPLAIN a batch's read at table sizes")
     plans_parser.add_argument("--sizes", default="1000,10000000")
     recovery_parser = commands.add_parser("recovery", help="time to judge after a restart")
@@ -424,7 +471,16 @@ def main() -> None:
     if not config.db_name.startswith("smsgw_bench"):
         raise SystemExit("refusing: SMSGW_DB_NAME must start with smsgw_bench (it is emptied)")
     if args.command == "drain":
-        asyncio.run(drain(config, args.sms, args.configs.split(","), args.batch_size, args.otlp))
+        asyncio.run(
+            drain(
+                config,
+                args.sms,
+                args.configs.split(","),
+                args.batch_size,
+                args.otlp,
+                args.rounds,
+            )
+        )
     elif args.command == "plans":
         asyncio.run(plans(config, [int(n) for n in args.sizes.split(",")]))
     else:

@@ -241,10 +241,13 @@ class BatchRunner:
         look_back: bool,
         attempt: _Attempt,
     ) -> _Written:
+        locked = await connection.fetch(sql.LOCK_PARTITIONS, leases.worker_id)
         held = {
             row["partition_no"]: HeldPartition(row["checkpoint"], row["forwarded_seq"])
-            for row in await connection.fetch(sql.LOCK_PARTITIONS, leases.worker_id)
+            for row in locked
         }
+        if locked:
+            leases.count_workers(locked[0]["workers"], locked[0]["rank"])
         lost = leases.held - held.keys()
         settings = await self.store.reload(connection)
         set_level(settings.log_level)

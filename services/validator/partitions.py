@@ -4,10 +4,18 @@ Every batch worker of every validator process and host is a member of one group,
 PostgreSQL (pgbouncer's transaction mode allows no session advisory lock, and a lease row with an
 expiry also says who holds what). A worker renews its membership and its leases every
 `HEARTBEAT_SECONDS`; a lease not renewed within `LEASE_SECONDS` (a killed process, a host cut
-off) may be taken by any other worker. Each worker holds a fair share, ceil(partitions / live
-workers): above it, it gives partitions back between its own batches; below it, it takes free
-or expired ones. So a second process gets half the partitions within a couple of heartbeats,
-and a killed worker's partitions are taken over within about `LEASE_SECONDS`.
+off) may be taken by any other worker. Each worker holds a fair share: the live workers, in the
+order of their ids, hold floor(partitions / workers) each, and the first `partitions % workers`
+of them one more, so the shares add up to the partitions exactly. Above its share a worker gives
+partitions back between its own batches; below it, it takes free or expired ones.
+
+A hand-over must be quick, or a worker that joins a backlog idles while another judges its
+share alone, and the partitions handed over late stay behind to the end of the backlog. Every
+batch learns how many workers are alive (with its partitions' locks), and a worker that holds
+more than its share gives the surplus back right after that batch; a worker below its share
+that found nothing free asks again after `CLAIM_RETRY_SECONDS`, not a whole heartbeat later. So
+a worker that joins holds its share within a few batches, and a killed worker's partitions are
+taken over within about `LEASE_SECONDS`.
 
 A lease alone does not make judging safe: a worker that stalled past its lease may wake up
 after another took over. Every batch therefore locks its partitions' rows `FOR UPDATE WHERE
@@ -18,7 +26,6 @@ among the rows it locks. Taking over skips rows locked by a batch in flight.
 from __future__ import annotations
 
 import logging
-import math
 import os
 import secrets
 import socket
@@ -35,6 +42,7 @@ logger = logging.getLogger(__name__)
 
 LEASE_SECONDS: Final = 6.0
 HEARTBEAT_SECONDS: Final = 1.5
+CLAIM_RETRY_SECONDS: Final = 0.2
 
 PARTITIONS_HELD = Gauge(
     "sms_validator_partitions_held",
@@ -46,6 +54,14 @@ LEASE_CHANGES = Counter(
     "Partitions taken (free, released or expired) or given back by this process's workers.",
     ["change"],
 )
+
+
+def fair_share(partitions: int, workers: int, rank: int) -> int:
+    """The partitions the live worker of this rank (0 = the lowest id) should hold."""
+    if workers <= 0:
+        return partitions
+    share, rest = divmod(partitions, workers)
+    return share + (1 if rank < rest else 0)
 
 
 def new_worker_id(number: int) -> str:
@@ -69,6 +85,7 @@ class Leases:
         self.lease_seconds = lease_seconds
         self.heartbeat_seconds = heartbeat_seconds
         self.held: frozenset[int] = frozenset()
+        self._partitions = 0
         self._next_heartbeat = 0.0
 
     @property
@@ -82,7 +99,7 @@ class Leases:
             assert row is not None
             workers, partitions = int(row["workers"]), int(row["partitions"])
             held = list(row["held"])
-            share = math.ceil(partitions / workers) if partitions else 0
+            share = fair_share(partitions, workers, int(row["rank"]))
             if len(held) > share:
                 given = held[share:]
                 await connection.execute(sql.RELEASE_PARTITIONS, self.worker_id, given)
@@ -97,7 +114,11 @@ class Leases:
                 ]
                 held.extend(taken)
                 LEASE_CHANGES.labels("taken").inc(len(taken))
-        self._next_heartbeat = time.monotonic() + self.heartbeat_seconds
+        self._partitions = partitions
+        # Short of its share, nothing was free: the workers above theirs give the surplus back
+        # after their current batch, so ask again soon.
+        wait = CLAIM_RETRY_SECONDS if len(held) < share else self.heartbeat_seconds
+        self._next_heartbeat = time.monotonic() + min(wait, self.heartbeat_seconds)
         now_held = frozenset(held)
         if now_held != self.held:
             PARTITIONS_HELD.inc(len(now_held) - len(self.held))
@@ -112,6 +133,12 @@ class Leases:
             )
         self.held = now_held
         return now_held
+
+    def count_workers(self, workers: int, rank: int) -> None:
+        """A batch saw `workers` live workers, this one `rank`th by id: above its fair share,
+        hand the surplus over now (at the next heartbeat, before the next batch)."""
+        if self._partitions and len(self.held) > fair_share(self._partitions, workers, rank):
+            self._next_heartbeat = 0.0
 
     def lost(self, partitions: frozenset[int]) -> None:
         """A batch found these no longer ours (taken over while this worker stalled)."""

@@ -13,18 +13,29 @@ from collections.abc import Sequence
 from functools import lru_cache
 from typing import Final
 
+# The live workers as a worker ($1) counts them for its fair share (partitions.fair_share): how
+# many (itself always among them: its own row may be new in this very statement) and how many
+# have a lower id.
+_MEMBERSHIP: Final = """
+SELECT count(*) FILTER (WHERE worker_id <> $1) + 1 AS workers,
+       count(*) FILTER (WHERE worker_id < $1) AS rank
+FROM validator_workers WHERE expires_at > clock_timestamp()
+"""
+
 # The partitions this worker holds, locked for the whole batch. A batch judges only the senders of
 # partitions whose rows it has locked with `owner` = itself, so two batches never judge the same
 # sender at once, and a worker whose lease was taken over (it stalled longer than the lease) finds
 # no row and judges nothing: the lock and the owner check are the fence. Ordered, so that the
-# offline repartitioning, which locks them all, cannot deadlock with a batch.
-LOCK_PARTITIONS: Final = """
-SELECT partition_no, checkpoint, forwarded_seq
-FROM validator_partitions
+# offline repartitioning, which locks them all, cannot deadlock with a batch. Each row also says
+# how many workers are alive, so that a worker holding more than its share hands the surplus over
+# after this batch rather than at its next heartbeat (partitions.py).
+LOCK_PARTITIONS: Final = f"""
+SELECT partition_no, checkpoint, forwarded_seq, w.workers, w.rank
+FROM validator_partitions CROSS JOIN ({_MEMBERSHIP}) AS w
 WHERE owner = $1
 ORDER BY partition_no
-FOR UPDATE
-"""
+FOR UPDATE OF validator_partitions
+"""  # noqa: S608 (composed of this module's constants only)
 
 PARTITION_COUNT: Final = "SELECT count(*) FROM validator_partitions"
 
@@ -146,7 +157,7 @@ EVERY_FORWARDED_SENDER: Final = "SELECT sender_number FROM forwarded_senders"
 
 # Leases (services/validator/partitions.py). A worker announces itself and renews what it holds;
 # then counts the live workers for its fair share.
-HEARTBEAT: Final = """
+HEARTBEAT: Final = f"""
 WITH me AS (
     INSERT INTO validator_workers AS w (worker_id, expires_at)
     VALUES ($1, clock_timestamp() + make_interval(secs => $2::float8))
@@ -162,12 +173,12 @@ WITH me AS (
     FROM mine WHERE p.partition_no = mine.partition_no
     RETURNING p.partition_no
 )
-SELECT (SELECT count(*) FROM validator_workers
-        WHERE expires_at > clock_timestamp() AND worker_id <> $1) + 1 AS workers,
+SELECT w.workers, w.rank,
        (SELECT count(*) FROM validator_partitions) AS partitions,
-       (SELECT coalesce(array_agg(partition_no ORDER BY partition_no), '{}') FROM renewed)
+       (SELECT coalesce(array_agg(partition_no ORDER BY partition_no), '{{}}') FROM renewed)
            AS held
-"""
+FROM ({_MEMBERSHIP}) AS w
+"""  # noqa: S608 (composed of this module's constants only)
 # Free partitions, or partitions whose lease ran out, that no batch is judging now (SKIP LOCKED:
 # a partition locked by a batch has a live owner).
 CLAIM_PARTITIONS: Final = """
