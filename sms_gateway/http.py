@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any
+from typing import Any, Final
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
@@ -37,6 +37,13 @@ HTTP_LATENCY = Histogram(
 )
 
 
+# The methods a label may name; any other (a client may send any token as a method) is counted
+# as "OTHER", so that no client can grow the metrics' label sets.
+KNOWN_METHODS: Final = frozenset(
+    {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"}
+)
+
+
 class RequestMetrics:
     """A service's requests, counted and timed per method, route template (never the raw path)
     and status: the one way every service records them. The labelled children are cached, so
@@ -47,6 +54,8 @@ class RequestMetrics:
         self._observers: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
+        if method not in KNOWN_METHODS:
+            method = "OTHER"
         key = (method, route, status)
         observers = self._observers.get(key)
         if observers is None:

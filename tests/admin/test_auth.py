@@ -107,6 +107,25 @@ async def test_operations_and_docs_need_no_token(admin: httpx.AsyncClient) -> No
     assert spec["components"]["schemas"]["SettingUpdate"]["examples"]
 
 
+async def test_a_made_up_method_is_counted_as_other(admin: httpx.AsyncClient) -> None:
+    """Any token is a method to HTTP: the metrics' labels must not grow with what clients
+    send."""
+    for method in ("BREW", "X-" + "A" * 40):
+        response = await admin.request(method, "/health")
+        assert response.status_code == 405
+    metrics = (await admin.get("/metrics")).text
+    assert 'method="BREW"' not in metrics
+    assert 'method="X-' not in metrics
+    counted = [
+        line
+        for line in metrics.splitlines()
+        if line.startswith("sms_http_requests_total{") and 'method="OTHER"' in line
+    ]
+    assert len(counted) == 1
+    assert 'status="405"' in counted[0]
+    assert counted[0].endswith(" 2.0")
+
+
 async def test_auth_failures_are_counted(admin: httpx.AsyncClient, operators: Operators) -> None:
     def failures(text: str, reason: str) -> float:
         for line in text.splitlines():
