@@ -429,6 +429,8 @@ class SettingsStore:
         self._defaults = default_settings(names) if names is not None else DEFAULTS
         self._current = self._defaults
         self._seen: dict[str, str] = {}  # key -> the stored text last applied or refused
+        self._refused: set[str] = set()  # keys whose stored text is refused now
+        self._stored: frozenset[str] = frozenset()  # keys the table held at the last reload
         self._unknown_reported: set[str] = set()
 
     @property
@@ -440,10 +442,18 @@ class SettingsStore:
         """What a key missing from the table means to this process."""
         return self._defaults
 
+    def holds_valid(self, key: str) -> bool:
+        """Whether the table held an accepted value of `key` at the last reload: not a default
+        standing in for a missing row, nor a last good value kept over a refused one. A setting
+        that deletes data (retention_days) acts only on such a value."""
+        return key in self._stored and key not in self._refused
+
     def apply(self, rows: Iterable[tuple[str, str]]) -> RuntimeSettings:
         SETTINGS_RELOADS.inc()
         changes: dict[str, Any] = {}
+        stored = []
         for key, text in rows:
+            stored.append(key)
             if self._seen.get(key) == text:
                 continue
             if key not in _ADAPTERS:
@@ -454,7 +464,9 @@ class SettingsStore:
             self._seen[key] = text
             try:
                 changes[key] = parse_setting_text(key, text, known_checks=self._known_checks)
+                self._refused.discard(key)
             except SettingValueError as exc:
+                self._refused.add(key)
                 SETTINGS_INVALID.labels(key=key).inc()
                 logger.error(  # noqa: TRY400 - a refused value is not an exception to trace
                     "refusing stored setting value, keeping the last good one",
@@ -467,6 +479,7 @@ class SettingsStore:
         if changes:
             # Every value was validated on its own above; the model holds no cross-key rule.
             self._current = RuntimeSettings.model_construct(**(dict(self._current) | changes))
+        self._stored = frozenset(stored)
         return self._current
 
     async def reload(self, connection: _Fetcher) -> RuntimeSettings:

@@ -278,15 +278,23 @@ class Engine:
             await self._publish_and_measure()
 
     async def _keep_partitions(self) -> None:
-        """Time partition upkeep with the retention read now: a round must never act on a
-        default that the table does not hold (0 keeps everything)."""
+        """Time partition upkeep with the retention read now. Retention deletes data, so it acts
+        only on a value the table holds and accepts: a missing row or a refused value (the
+        store would stand in the default or the last good value) keeps every day."""
         try:
             async with db.transaction(self.pool, readonly=True) as connection:
                 settings = await self.store.reload(connection)
         except TRANSIENT as exc:
             logger.warning("time partition upkeep postponed", extra={"error": type(exc).__name__})
             return
-        await self.keeper.run(settings.retention_days)
+        retention_days = settings.retention_days
+        if retention_days and not self.store.holds_valid("retention_days"):
+            logger.error(
+                "retention_days is missing or refused in system_settings: no day is dropped "
+                "until it holds a valid value"
+            )
+            retention_days = 0
+        await self.keeper.run(retention_days)
 
     async def _publish_and_measure(self) -> None:
         """Publish `last_processed_uuid` (SPEC §6.3) and measure the backlog behind it."""

@@ -16,9 +16,11 @@ from uuid import UUID
 import asyncpg
 import pytest
 import redis.asyncio as aioredis
+from prometheus_client import REGISTRY
 
 import checks
 from checks.base import CheckSecrets, SmsToJudge
+from services.validator import metrics
 from services.validator.batch import BatchRunner
 from services.validator.config import ValidatorConfig
 from services.validator.lifecycle import DAYS_AHEAD, PartitionKeeper
@@ -412,6 +414,55 @@ async def test_the_running_validator_drops_what_the_setting_says(
             lambda: gone(owner_pool, p(old)), within=30, what="the old day dropped by the engine"
         )
     assert (await live_partitions(owner_pool))[-1] == p(today() + timedelta(days=DAYS_AHEAD))
+
+
+@pytest.mark.parametrize("stored", ["30 days", None])
+async def test_retention_drops_nothing_on_a_value_the_table_does_not_hold(
+    owner_pool: asyncpg.Pool,
+    validator_pool: asyncpg.Pool,
+    redis_link: RedisLink,
+    stored: str | None,
+) -> None:
+    """retention_days deletes data: a value written by hand that breaks its rule, or a row
+    deleted, must not stand in the default (30, which would drop this 40-day-old day)."""
+    old = today() - timedelta(days=40)
+    await make_day(owner_pool, old)
+    await insert_at(owner_pool, [(day_start(old) + timedelta(hours=1), SENDERS[0], "hi")])
+    await drain(make_runner(validator_pool, redis_link))
+    async with db.transaction(owner_pool) as connection:
+        if stored is None:
+            await connection.execute(
+                "DELETE FROM system_settings WHERE setting_key = 'retention_days'"
+            )
+        else:
+            await connection.execute(
+                "UPDATE system_settings SET setting_value = $1 "
+                "WHERE setting_key = 'retention_days'",
+                stored,
+            )
+    metrics.PARTITIONS_KEPT.set(-1)  # a round's last step measures: then it has ended
+
+    async def round_ended() -> bool:
+        return REGISTRY.get_sample_value("sms_time_partitions") != -1
+
+    async with running(make_engine(validator_pool, redis_link)):
+        await wait_for(round_ended, within=30, what="an upkeep round")
+    assert p(old) in await live_partitions(owner_pool)
+
+
+def test_the_store_says_whether_the_table_holds_a_valid_value() -> None:
+    store = SettingsStore()
+    store.apply([("retention_days", "7"), ("batch_size", "50")])
+    assert store.holds_valid("retention_days")
+    store.apply([("retention_days", "seven"), ("batch_size", "50")])
+    assert store.current.retention_days == 7  # the last good value is kept for reading...
+    assert not store.holds_valid("retention_days")  # ...but it is not what the table holds
+    store.apply([("batch_size", "50")])
+    assert not store.holds_valid("retention_days")
+    assert store.holds_valid("batch_size")
+    store.apply([("retention_days", "3"), ("batch_size", "50")])
+    assert store.holds_valid("retention_days")
+    assert store.current.retention_days == 3
 
 
 async def forget_newest_day(owner_pool: asyncpg.Pool) -> None:
