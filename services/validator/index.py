@@ -278,6 +278,20 @@ async def _catch_up(
     return added
 
 
+# The rebuild lock is renewed and released only by its holder (the value it set): a rebuild that
+# stalled past the lock's expiry must neither extend nor delete the lock another worker took
+# since. (Two rebuilds at once would still be correct, each swap-in claiming what its own
+# snapshot holds; the lock only saves the work.)
+_RENEW_IF_HELD: Final = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('EXPIRE', KEYS[1], ARGV[2]) end
+return 0
+"""
+_RELEASE_IF_HELD: Final = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
 @contextlib.asynccontextmanager
 async def _rebuild_lock(client: aioredis.Redis) -> AsyncIterator[str]:
     """One rebuild at a time across every worker; the holder renews it per chunk. A worker that
@@ -289,8 +303,7 @@ async def _rebuild_lock(client: aioredis.Redis) -> AsyncIterator[str]:
         yield value
     finally:
         with contextlib.suppress(Exception):
-            if await client.get(REBUILD_LOCK_KEY) == value:
-                await client.delete(REBUILD_LOCK_KEY)
+            await cast(Any, client.eval(_RELEASE_IF_HELD, 1, REBUILD_LOCK_KEY, value))
 
 
 async def rebuild(client: aioredis.Redis, context: IndexContext, *, reason: str) -> int:
@@ -303,7 +316,7 @@ async def rebuild(client: aioredis.Redis, context: IndexContext, *, reason: str)
     runs (`_ScratchWriter`): no row objects, no round trip per chunk, and Redis, the slowest
     stage (~1 µs a member), always has the next SADD waiting."""
     scratch = f"{SET_KEY}:rebuild:{secrets.token_hex(8)}"
-    async with _rebuild_lock(client):
+    async with _rebuild_lock(client) as lock:
         async with db.transaction(
             context.pool, isolation="repeatable_read", readonly=True
         ) as snapshot:
@@ -311,7 +324,7 @@ async def rebuild(client: aioredis.Redis, context: IndexContext, *, reason: str)
                 row["partition_no"]: row["forwarded_seq"]
                 for row in await snapshot.fetch(sql.PARTITION_SEQS)
             }
-            async with _ScratchWriter(client, scratch) as writer:
+            async with _ScratchWriter(client, scratch, lock=lock) as writer:
                 # One statement for the whole table: it gets the rebuild's time, not one
                 # statement's (db_command_timeout).
                 await snapshot.copy_from_query(
@@ -356,9 +369,10 @@ class _ScratchWriter:
     every SADD and raises the first failure; after an error, the SADDs under way are cancelled.
     """
 
-    def __init__(self, client: aioredis.Redis, scratch: str) -> None:
+    def __init__(self, client: aioredis.Redis, scratch: str, *, lock: str) -> None:
         self._client = client
         self._scratch = scratch
+        self._lock = lock  # the rebuild lock's value, renewed with each SADD
         self._partial_line = b""
         self._under_way: set[asyncio.Task[None]] = set()
         self.written = 0
@@ -374,7 +388,9 @@ class _ScratchWriter:
             while len(self._under_way) >= REBUILD_IN_FLIGHT:
                 await self._one_done()
             self._under_way.add(
-                asyncio.create_task(_add_to_scratch(self._client, self._scratch, members))
+                asyncio.create_task(
+                    _add_to_scratch(self._client, self._scratch, members, self._lock)
+                )
             )
             self.written += len(members)
 
@@ -420,11 +436,13 @@ def _copy_text_value(field: bytes) -> bytes:
     return _COPY_ESCAPE.sub(lambda escape: _COPY_ESCAPED[escape[1]], field)
 
 
-async def _add_to_scratch(client: aioredis.Redis, scratch: str, members: list[bytes]) -> None:
+async def _add_to_scratch(
+    client: aioredis.Redis, scratch: str, members: list[bytes], lock: str
+) -> None:
     async with client.pipeline(transaction=False) as pipe:
         pipe.sadd(scratch, *members)
         pipe.expire(scratch, 600)  # a crash mid-rebuild leaves no litter for long
-        pipe.expire(REBUILD_LOCK_KEY, REBUILD_LOCK_SECONDS)
+        pipe.eval(_RENEW_IF_HELD, 1, REBUILD_LOCK_KEY, lock, REBUILD_LOCK_SECONDS)
         await pipe.execute()
 
 

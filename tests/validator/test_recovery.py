@@ -306,7 +306,7 @@ async def test_copy_output_split_anywhere_reaches_the_scratch_set_whole(
         await connection.copy_from_query(sql.EVERY_FORWARDED_SENDER, output=collect)
     backslash = copied.index(b"\\")
     cuts = sorted({*range(0, len(copied), 997), backslash + 1, copied.index(b"\n") + 1})
-    async with index._ScratchWriter(services_redis, "scratch") as writer:
+    async with index._ScratchWriter(services_redis, "scratch", lock="test") as writer:
         for start, end in zip(cuts, [*cuts[1:], len(copied)], strict=True):
             await writer.write(bytes(copied[start:end]))
     assert writer.written == len(senders)
@@ -326,12 +326,12 @@ async def test_a_scratch_set_that_lost_members_is_not_swapped_in(
     lines = [f"{s}\n".encode() for s in senders]
     half = len(lines) // 2
 
-    async with index._ScratchWriter(services_redis, "scratch") as first:
+    async with index._ScratchWriter(services_redis, "scratch", lock="test") as first:
         await first.write(b"".join(lines[:half]))
     await services_redis.flushdb()
     await services_redis.sadd(SET_KEY, "447400000001")
     await services_redis.hset(MARKS_KEY, mapping={"db": context.token, "n": 1, "p0": 1})
-    async with index._ScratchWriter(services_redis, "scratch") as second:
+    async with index._ScratchWriter(services_redis, "scratch", lock="test") as second:
         await second.write(b"".join(lines[half:]))
     written = first.written + second.written
     assert written == len(senders)
@@ -342,11 +342,31 @@ async def test_a_scratch_set_that_lost_members_is_not_swapped_in(
     assert await services_redis.scard("scratch") == len(senders) - half
 
     # Given every member again, the same scratch set is swapped in.
-    async with index._ScratchWriter(services_redis, "scratch") as again:
+    async with index._ScratchWriter(services_redis, "scratch", lock="test") as again:
         await again.write(b"".join(lines[:half]))
     assert await index._swap_in(services_redis, context, "scratch", written, seqs)
     assert await redis_senders(services_redis) == set(senders)
     assert await redis_marks(services_redis) == seqs
+
+
+async def test_the_rebuild_lock_is_renewed_and_released_by_its_holder_only(
+    services_redis: aioredis.Redis, redis_client: aioredis.Redis
+) -> None:
+    """A rebuild that stalled past its lock's expiry, after another worker took the lock: its
+    next SADD must not extend the other's lock, nor its end delete it."""
+    key = index.REBUILD_LOCK_KEY
+    async with index._rebuild_lock(services_redis) as mine:
+        async with index._ScratchWriter(services_redis, "scratch", lock=mine) as writer:
+            await redis_client.expire(key, 5)
+            await writer.write(b"447911123000\n")
+        assert 5 < await redis_client.ttl(key) <= index.REBUILD_LOCK_SECONDS  # its own: renewed
+
+        await redis_client.set(key, "another worker's", ex=5)
+        async with index._ScratchWriter(services_redis, "scratch", lock=mine) as writer:
+            await writer.write(b"447911123001\n")
+        assert await redis_client.ttl(key) <= 5  # not renewed
+    assert await redis_client.get(key) in ("another worker's", b"another worker's")  # kept
+    assert await services_redis.scard("scratch") == 2
 
 
 async def test_a_redis_refusal_mid_rebuild_stops_the_copy_and_the_next_rebuild_completes(
