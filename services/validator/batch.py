@@ -48,7 +48,7 @@ Kind = Literal["batch", "sweep"]
 Paused = Literal["maintenance", "configuration"]
 
 # How long after its uuid's instant a row is left to settle, on top of the open transactions
-# (see sql.SETTLE_HORIZON).
+# (see sql.START_BATCH).
 DEFAULT_SETTLE_MARGIN: Final = 0.5
 # How far below the checkpoint the sweeper looks for rows without a result, in seconds of uuid
 # time.
@@ -186,6 +186,9 @@ class BatchRunner:
         self.tracing = tracing
         self._columns: Final = tuple(checks)
         self._reported_problems: tuple[str, ...] = ()
+        # The settings object and partition count the problems were last found for: a store
+        # hands out the same object until a setting changes.
+        self._problems_of: tuple[RuntimeSettings, int] | None = None
         self._identity: tuple[str, int] | None = None
         self._idle_advanced: dict[str, float] = {}
         self._solo = Leases(pool, SOLO_WORKER)
@@ -241,15 +244,20 @@ class BatchRunner:
         look_back: bool,
         attempt: _Attempt,
     ) -> _Written:
-        locked = await connection.fetch(sql.LOCK_PARTITIONS, leases.worker_id)
+        start = await connection.fetchrow(sql.START_BATCH, leases.worker_id, self.settle_margin)
+        assert start is not None
         held = {
-            row["partition_no"]: HeldPartition(row["checkpoint"], row["forwarded_seq"])
-            for row in locked
+            number: HeldPartition(checkpoint, seq)
+            for number, checkpoint, seq in zip(
+                start["partition_nos"], start["checkpoints"], start["forwarded_seqs"], strict=True
+            )
         }
-        if locked:
-            leases.count_workers(locked[0]["workers"], locked[0]["rank"])
+        if held:
+            leases.count_workers(start["workers"], start["rank"])
         lost = leases.held - held.keys()
-        settings = await self.store.reload(connection)
+        settings = self.store.apply(
+            zip(start["setting_keys"] or (), start["setting_values"] or (), strict=True)
+        )
         set_level(settings.log_level)
         if settings.maintenance_mode:
             return _Written(BatchOutcome(kind, settings, paused="maintenance", lost=lost))
@@ -263,7 +271,7 @@ class BatchRunner:
             connection,
             kind,
             held,
-            settings,
+            (start["horizon"], start["first_unsettled"]),
             partitions,
             look_back=look_back,
             limit=attempt.limit or settings.batch_size,
@@ -290,7 +298,16 @@ class BatchRunner:
         seqs = {number: partition.forwarded_seq for number, partition in held.items()}
         context = index.IndexContext(self.pool, token, partitions, settings.out_sms_cache_ttl)
         forwarded = await index.members_for_judgement(connection, client, context, seqs, senders)
-        ledger = await _load_ledger(connection, senders, forwarded)
+        ledger = BatchLedger.load(
+            senders,
+            counts={
+                row["sender_number"]: row["sender_count"]
+                for row in rows
+                if row["sender_count"] is not None
+            },
+            blacklisted=[row["sender_number"] for row in rows if row["sender_blacklisted"]],
+            forwarded=forwarded,
+        )
 
         batch_id = uuid4()
         if attempt.isolate:
@@ -348,13 +365,15 @@ class BatchRunner:
         connection: asyncpg.Connection,
         kind: Kind,
         held: Mapping[int, HeldPartition],
-        settings: RuntimeSettings,
+        horizon: tuple[datetime, UUID],
         partitions: int,
         *,
         look_back: bool,
         limit: int,
     ) -> tuple[list[asyncpg.Record], dict[int, UUID]]:
-        """The rows of a batch or sweep, and the partitions' checkpoints after it."""
+        """The rows of a batch or sweep, each with its sender's ledger (sql.with_ledger), and
+        the partitions' checkpoints after it. `horizon`: the settle horizon START_BATCH read,
+        and the first uuid it leaves unsettled."""
         # One checkpoint per partition; other workers' partitions hold a value that lets none of
         # their rows through.
         checkpoints = [MAX_UUID if kind == "batch" else ZERO_UUID] * partitions
@@ -363,7 +382,7 @@ class BatchRunner:
         if kind == "sweep":
             highest = max(partition.checkpoint for partition in held.values())
             rows = await connection.fetch(
-                sql.FETCH_SWEEP,
+                sql.FETCH_SWEEP_WITH_LEDGER,
                 highest,
                 self.sweep_window if look_back else 0.0,
                 limit,
@@ -371,12 +390,10 @@ class BatchRunner:
                 partitions,
             )
             return rows, {number: partition.checkpoint for number, partition in held.items()}
-        settled_before, first_unsettled = await connection.fetchrow(
-            sql.SETTLE_HORIZON, self.settle_margin
-        )
+        settled_before, first_unsettled = horizon
         lowest = min(partition.checkpoint for partition in held.values())
         rows = await connection.fetch(
-            sql.FETCH_BATCH, lowest, settled_before, limit, checkpoints, partitions
+            sql.FETCH_BATCH_WITH_LEDGER, lowest, settled_before, limit, checkpoints, partitions
         )
         # Every unjudged row of these partitions up to `reach` is in `rows` (the scan is in uuid
         # order and stopped by LIMIT), or, when it stopped short, every one below the horizon.
@@ -529,6 +546,10 @@ class BatchRunner:
     ) -> tuple[str, ...]:
         """What would make an enabled check raise on every SMS, or batches unsafe; the engine
         pauses rather than mark every SMS `error` (logged once per distinct set of problems)."""
+        if self._problems_of is not None:
+            known_settings, known_partitions = self._problems_of
+            if known_settings is settings and known_partitions == partitions:
+                return self._reported_problems
         problems: list[str] = []
         if partitions == 0:
             problems.append(
@@ -549,6 +570,7 @@ class BatchRunner:
             else:
                 logger.info("check configuration usable again")
         metrics.PAUSED.labels("configuration").set(1 if found else 0)
+        self._problems_of = (settings, partitions)
         return found
 
     @staticmethod
@@ -575,19 +597,6 @@ class BatchRunner:
                     "result, processed them",
                     extra={"count": missed},
                 )
-
-
-async def _load_ledger(
-    connection: asyncpg.Connection, senders: Sequence[str], forwarded: frozenset[str]
-) -> BatchLedger:
-    counts: dict[str, int] = {}
-    blacklisted: list[str] = []
-    for row in await connection.fetch(sql.LOAD_LEDGER, senders):
-        if row["kind"] == "count":
-            counts[row["sender_number"]] = int(row["value"])
-        else:
-            blacklisted.append(row["sender_number"])
-    return BatchLedger.load(senders, counts=counts, blacklisted=blacklisted, forwarded=forwarded)
 
 
 def _newly_forwarded(

@@ -1,9 +1,10 @@
 """Every statement of the validator, kept together (docs/architecture.md, "Validator").
 
-A batch is one READ COMMITTED transaction of a handful of statements, all set-based:
-LOCK_CHECKPOINT, the settings, SETTLE_HORIZON, FETCH_BATCH (or the sweeper's FETCH_SWEEP),
-LOAD_LEDGER, and one write statement (`write_statement`) whose data-modifying CTEs write
-sms_monitor, out_sms, count_sms, blacklist_sms and the checkpoint from arrays.
+A batch is one READ COMMITTED transaction of three statements, all set-based: START_BATCH (its
+partitions locked, the live workers, the settings and the settle horizon), FETCH_BATCH (or the
+sweeper's FETCH_SWEEP) with the ledger of its senders, and one write statement
+(`write_statement`) whose data-modifying CTEs write sms_monitor, out_sms, count_sms,
+blacklist_sms and the checkpoints from arrays.
 """
 
 from __future__ import annotations
@@ -22,20 +23,19 @@ SELECT count(*) FILTER (WHERE worker_id <> $1) + 1 AS workers,
 FROM validator_workers WHERE expires_at > clock_timestamp()
 """
 
-# The partitions this worker holds, locked for the whole batch. A batch judges only the senders of
-# partitions whose rows it has locked with `owner` = itself, so two batches never judge the same
-# sender at once, and a worker whose lease was taken over (it stalled longer than the lease) finds
-# no row and judges nothing: the lock and the owner check are the fence. Ordered, so that the
-# offline repartitioning, which locks them all, cannot deadlock with a batch. Each row also says
-# how many workers are alive, so that a worker holding more than its share hands the surplus over
-# after this batch rather than at its next heartbeat (partitions.py).
-LOCK_PARTITIONS: Final = f"""
-SELECT partition_no, checkpoint, forwarded_seq, w.workers, w.rank
-FROM validator_partitions CROSS JOIN ({_MEMBERSHIP}) AS w
+# The partitions this worker holds, locked for the whole batch (START_BATCH locks them so) or the
+# index's upkeep. A batch judges only the senders of partitions whose rows it has locked with
+# `owner` = itself, so two batches never judge the same sender at once, and a worker whose lease
+# was taken over (it stalled longer than the lease) finds no row and judges nothing: the lock and
+# the owner check are the fence. Ordered, so that the offline repartitioning, which locks them
+# all, cannot deadlock with a batch.
+LOCK_PARTITIONS: Final = """
+SELECT partition_no, checkpoint, forwarded_seq
+FROM validator_partitions
 WHERE owner = $1
 ORDER BY partition_no
-FOR UPDATE OF validator_partitions
-"""  # noqa: S608 (composed of this module's constants only)
+FOR UPDATE
+"""
 
 PARTITION_COUNT: Final = "SELECT count(*) FROM validator_partitions"
 
@@ -48,10 +48,10 @@ PARTITION_COUNT: Final = "SELECT count(*) FROM validator_partitions"
 # and small clock slews. This must be the transaction's first read of
 # pg_stat_activity (PostgreSQL caches it per transaction), and it must run in a statement
 # BEFORE the one that reads the rows, so that the rows' snapshot is later than this view.
-SETTLE_HORIZON: Final = """
+_SETTLE_HORIZON: Final = """
 SELECT h.horizon, uuid_v7_lower_bound(h.horizon) AS first_unsettled
 FROM (SELECT least(
-    clock_timestamp() - make_interval(secs => $1::float8),
+    clock_timestamp() - make_interval(secs => $2::float8),
     (SELECT min(a.xact_start)
      FROM pg_stat_activity a
      WHERE a.datname = current_database()
@@ -61,6 +61,35 @@ FROM (SELECT least(
        AND has_any_column_privilege(a.usesysid, 'public.input_sms', 'INSERT'))
 ) AS horizon) AS h
 """
+
+# The first statement of every batch and sweep ($1 the worker, $2 the settle margin), one row:
+# the partitions the worker holds, locked as LOCK_PARTITIONS locks them, as three arrays in
+# partition order; the live workers (_MEMBERSHIP: a worker holding more than its share hands the
+# surplus over after this batch rather than at its next heartbeat, partitions.py); every stored
+# setting, as two arrays; and the settle horizon. One statement, not four: a batch's fixed cost is
+# its round trips, most of a batch at the SPEC's batch_size of 20. It is the transaction's first
+# statement, so its read of pg_stat_activity is the transaction's first, and it precedes the
+# fetch.
+START_BATCH: Final = f"""
+WITH held AS (
+    SELECT partition_no, checkpoint, forwarded_seq
+    FROM validator_partitions
+    WHERE owner = $1
+    ORDER BY partition_no
+    FOR UPDATE
+)
+SELECT (SELECT coalesce(array_agg(partition_no ORDER BY partition_no), '{{}}') FROM held)
+           AS partition_nos,
+       (SELECT coalesce(array_agg(checkpoint ORDER BY partition_no), '{{}}') FROM held)
+           AS checkpoints,
+       (SELECT coalesce(array_agg(forwarded_seq ORDER BY partition_no), '{{}}') FROM held)
+           AS forwarded_seqs,
+       w.workers, w.rank, s.setting_keys, s.setting_values, h.horizon, h.first_unsettled
+FROM ({_MEMBERSHIP}) AS w,
+     (SELECT array_agg(setting_key) AS setting_keys, array_agg(setting_value) AS setting_values
+      FROM system_settings) AS s,
+     ({_SETTLE_HORIZON}) AS h
+"""  # noqa: S608 (composed of this module's constants only)
 
 # The next rows of this worker's partitions after their checkpoints and below the horizon, in
 # uuid order. $4 holds one checkpoint per partition, indexed by partition number + 1; partitions
@@ -121,23 +150,39 @@ ORDER BY uuid
 LIMIT $3
 """
 
-# The ledger of a batch's distinct senders. The counter and blacklist rows are locked so that an
-# operator's reset (DELETE /blacklist/{sender}) waits for the batch instead of being overwritten
-# by the batch's final counts.
-LOAD_LEDGER: Final = """
-WITH counts AS (
+
+# A fetch (FETCH_BATCH or FETCH_SWEEP) with the ledger of its senders: each row also carries its
+# sender's count_sms.message_count (NULL: none yet) and whether the sender is blacklisted. The
+# senders are looked up as an array (= ANY), as a parameter would be: a primary-key probe each,
+# whatever the planner thinks of the fetch's row count. The
+# counter and blacklist rows are locked, so that an operator's reset (DELETE /blacklist/{sender})
+# waits for the batch instead of being overwritten by the batch's final counts. One statement, for
+# the round trips' sake (see START_BATCH).
+def with_ledger(fetch: str) -> str:
+    return f"""
+WITH batch AS MATERIALIZED ({fetch}),
+counts AS (
     SELECT sender_number, message_count FROM count_sms
-    WHERE sender_number = ANY($1::text[])
+    WHERE sender_number = ANY(ARRAY(SELECT sender_number FROM batch))
     FOR UPDATE
 ), listed AS (
     SELECT sender_number FROM blacklist_sms
-    WHERE sender_number = ANY($1::text[])
+    WHERE sender_number = ANY(ARRAY(SELECT sender_number FROM batch))
     FOR UPDATE
 )
-SELECT 'count' AS kind, sender_number, coalesce(message_count, 0)::bigint AS value FROM counts
-UNION ALL
-SELECT 'blacklisted', sender_number, NULL FROM listed
-"""
+SELECT b.*,
+       CASE WHEN c.sender_number IS NOT NULL THEN coalesce(c.message_count, 0) END
+           AS sender_count,
+       l.sender_number IS NOT NULL AS sender_blacklisted
+FROM batch b
+LEFT JOIN counts c ON c.sender_number = b.sender_number
+LEFT JOIN listed l ON l.sender_number = b.sender_number
+ORDER BY b.uuid
+"""  # noqa: S608 (composed of this module's constants only)
+
+
+FETCH_BATCH_WITH_LEDGER: Final = with_ledger(FETCH_BATCH)
+FETCH_SWEEP_WITH_LEDGER: Final = with_ledger(FETCH_SWEEP)
 
 # The index's repairs (services/validator/index.py). A partition's catch-up, under the lock of
 # that partition (so its rows cannot grow meanwhile), in bounded chunks.
