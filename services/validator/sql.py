@@ -66,10 +66,10 @@ FROM (SELECT least(
 # the partitions the worker holds, locked as LOCK_PARTITIONS locks them, as three arrays in
 # partition order; the live workers (_MEMBERSHIP: a worker holding more than its share hands the
 # surplus over after this batch rather than at its next heartbeat, partitions.py); every stored
-# setting, as two arrays; and the settle horizon. One statement, not four: a batch's fixed cost is
-# its round trips, most of a batch at the SPEC's batch_size of 20. It is the transaction's first
-# statement, so its read of pg_stat_activity is the transaction's first, and it precedes the
-# fetch.
+# setting, as two arrays; and the settle horizon. One statement, not four: each statement costs
+# two round trips through pgbouncer (no prepared statements) and a parse and plan. It is the
+# transaction's first statement, so its read of pg_stat_activity is the transaction's first, and
+# it precedes the fetch.
 START_BATCH: Final = f"""
 WITH held AS (
     SELECT partition_no, checkpoint, forwarded_seq
@@ -116,7 +116,7 @@ ORDER BY i.uuid
 LIMIT $3
 """
 
-# The first uuid a batch may not take: rows below it are settled (see SETTLE_HORIZON).
+# The first uuid a batch may not take: rows below it are settled (see _SETTLE_HORIZON).
 HORIZON_UUID: Final = "SELECT uuid_v7_lower_bound($1::timestamptz)"
 
 # The sweeper: rows of this worker's partitions at or below their checkpoints that still need
