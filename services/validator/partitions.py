@@ -117,8 +117,10 @@ class Leases:
         self._partitions = partitions
         # Short of its share, nothing was free: the workers above theirs give the surplus back
         # after their current batch, so ask again soon.
-        wait = CLAIM_RETRY_SECONDS if len(held) < share else self.heartbeat_seconds
-        self._next_heartbeat = time.monotonic() + min(wait, self.heartbeat_seconds)
+        wait = self.heartbeat_seconds
+        if len(held) < share:
+            wait = min(wait, CLAIM_RETRY_SECONDS)
+        self._next_heartbeat = time.monotonic() + wait
         now_held = frozenset(held)
         if now_held != self.held:
             PARTITIONS_HELD.inc(len(now_held) - len(self.held))

@@ -116,8 +116,6 @@ ORDER BY i.uuid
 LIMIT $3
 """
 
-# The first uuid a batch may not take: rows below it are settled (see _SETTLE_HORIZON).
-HORIZON_UUID: Final = "SELECT uuid_v7_lower_bound($1::timestamptz)"
 
 # The sweeper: rows of this worker's partitions at or below their checkpoints that still need
 # a final result. Requeued rows ('pending', found through idx_overall_status) and, as a defence in
