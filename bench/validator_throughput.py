@@ -14,8 +14,10 @@ recovery  how long the real validator takes from its start to judging a new SMS:
           restored from an older snapshot), and with the index empty, over millions of
           forwarded senders.
 
-Run against a stack of its own (docs/benchmarks.md, "Validator"):
+Run against a stack of its own, on a PostgreSQL tuned as the gateway ships it
+(docs/benchmarks.md, "Validator"):
 
+    eval "$(bench/postgres-as-shipped)"
     export SMSGW_STACK_DIR=.stack-bench-validator SMSGW_PGBOUNCER_PORT=6502 \\
            SMSGW_REDIS_PORT=6512 SMSGW_DB_NAME=smsgw_bench_validator SMSGW_VALIDATOR_PORT=8581
     .venv/bin/sms-stack up --infra-only
@@ -52,6 +54,9 @@ from services.validator import sql
 from sms_gateway.devstack import StackConfig
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+# Before each drain: the machine counts as quiet below this many busy cores, over one second.
+QUIET_CORES: Final = 0.25
+SETTLE_LIMIT_SECONDS: Final = 60.0
 
 RESET = """
 TRUNCATE sms_monitor, out_sms, forwarded_senders, count_sms, blacklist_sms, validator_workers;
@@ -173,6 +178,21 @@ class Result:
     machine_cpu: float
 
 
+async def settle() -> None:
+    """Wait until the machine is quiet, so that what the previous drain left running (the OTLP
+    sink's backlog of spans, autovacuum of the tables it filled) is not counted in the next."""
+    deadline = time.perf_counter() + SETTLE_LIMIT_SECONDS
+    while True:
+        before = machine_busy_seconds()
+        await asyncio.sleep(1.0)
+        busy = machine_busy_seconds() - before
+        if busy < QUIET_CORES:
+            return
+        if time.perf_counter() > deadline:
+            print(f"  the machine is still busy ({busy:.2f} cores): measuring anyway")
+            return
+
+
 async def drain_once(
     config: StackConfig,
     owner: asyncpg.Connection,
@@ -190,6 +210,7 @@ async def drain_once(
         list(settings.items()),
     )
     await owner.execute("CHECKPOINT")
+    await settle()
     env = {**os.environ, **config.service_env("validator"), "SMSGW_LOG_FORMAT": "json"}
     env.pop("SMSGW_PROCESSES", None)
     if name != "default":
