@@ -63,6 +63,7 @@ from services.admin import queries as admin_queries
 from services.receiver import queries as receiver_queries
 from services.validator import sql
 from services.validator.batch import BatchRunner
+from services.validator.engine import BACKLOG_CAP
 from services.validator.lifecycle import PartitionKeeper
 from sms_gateway import archive, db
 from sms_gateway.devstack import StackConfig, bootstrap_steps, passwords
@@ -619,8 +620,12 @@ async def bench_plans(days: int, per_day: int) -> None:
                     sql.FETCH_BATCH,
                     (checkpoint, datetime.now(UTC), 1000, [checkpoint] * 32, 32),
                 ),
-                ("validator FETCH_SWEEP", sql.FETCH_SWEEP, (newest, 10.0, 1000, [newest] * 32, 32)),
-                ("validator BACKLOG", sql.BACKLOG, (checkpoint, 1_000_000)),
+                (
+                    "validator FETCH_SWEEP",
+                    sql.FETCH_SWEEP,
+                    (newest, 10.0, 1000, [newest] * 32, 32, newest),
+                ),
+                ("validator BACKLOG", sql.BACKLOG, (checkpoint, BACKLOG_CAP)),
                 (
                     "admin GET /stats",
                     admin_queries.STATS,

@@ -382,7 +382,7 @@ async def plans(config: StackConfig, sizes: list[int]) -> None:
         sweep = [checkpoint if p % 2 == 0 else UUID(int=0) for p in range(partitions)]
         for name, query, args in (
             ("batch", sql.FETCH_BATCH, (checkpoint, datetime.now(UTC), 1000, mine, partitions)),
-            ("sweep", sql.FETCH_SWEEP, (checkpoint, 60.0, 1000, sweep, partitions)),
+            ("sweep", sql.FETCH_SWEEP, (checkpoint, 10.0, 1000, sweep, partitions, checkpoint)),
         ):
             plan = await owner.fetch(f"EXPLAIN (ANALYZE, BUFFERS) {query}", *args)
             print(f"-- {name}")

@@ -381,6 +381,11 @@ class BatchRunner:
             checkpoints[number] = partition.checkpoint
         if kind == "sweep":
             highest = max(partition.checkpoint for partition in held.values())
+            # The look-back's window ends at the lowest checkpoint of all partitions (every
+            # worker's); without it the window is the zero uuid alone, where no row is.
+            lowest_of_all = ZERO_UUID
+            if look_back:
+                lowest_of_all = await connection.fetchval(sql.LOWEST_CHECKPOINT) or ZERO_UUID
             rows = await connection.fetch(
                 sql.FETCH_SWEEP_WITH_LEDGER,
                 highest,
@@ -388,6 +393,7 @@ class BatchRunner:
                 limit,
                 checkpoints,
                 partitions,
+                lowest_of_all,
             )
             return rows, {number: partition.checkpoint for number, partition in held.items()}
         settled_before, first_unsettled = horizon

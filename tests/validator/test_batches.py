@@ -430,6 +430,46 @@ async def test_the_sweeper_judges_rows_left_below_the_checkpoint_once(
     assert await redis_senders(redis_client) == set(SENDERS[:3])
 
 
+async def test_a_row_missed_while_another_partition_lags_is_found_once_it_caught_up(
+    validator_pool: asyncpg.Pool,
+    receiver_pool: asyncpg.Pool,
+    owner_pool: asyncpg.Pool,
+    redis_link: RedisLink,
+) -> None:
+    """The look-back's window ends at the lowest checkpoint of all partitions, below which every
+    row has a result unless it was missed: a row missed below its own partition's checkpoint
+    waits while another partition lags behind it, and is judged, once and counted as missed,
+    when that partition has caught up."""
+    async with db.transaction(owner_pool, readonly=True) as connection:
+        count = await connection.fetchval("SELECT count(*) FROM validator_partitions")
+        partition_of = {
+            s: await connection.fetchval("SELECT sms_sender_partition($1, $2)", s, count)
+            for s in SENDERS[:40]
+        }
+    early = SENDERS[0]
+    late = next(s for s in SENDERS[1:40] if partition_of[s] != partition_of[early])
+    missed, lagging = await insert_sms(
+        receiver_pool, [NewSms(early, valid_message(early)), NewSms(late, valid_message(late))]
+    )
+    # Every partition past both rows (so `missed` is missed), but the late sender's, before both.
+    await set_checkpoint(owner_pool, lagging)
+    async with db.transaction(owner_pool) as connection:
+        await connection.execute(
+            "UPDATE validator_partitions SET checkpoint = $1 WHERE partition_no = $2",
+            UUID(int=0),
+            partition_of[late],
+        )
+    runner = make_runner(validator_pool, redis_link)
+    missed_before = sweeper_found("missed")
+    assert await drain(runner, kind="sweep") == []  # the lowest checkpoint is the zero uuid
+    caught_up = await drain(runner)
+    assert [v.sms.uuid for o in caught_up for v in o.verdicts] == [lagging]
+    found = await drain(runner, kind="sweep")
+    assert [v.sms.uuid for o in found for v in o.verdicts] == [missed]
+    assert sweeper_found("missed") - missed_before == 1
+    assert await drain(runner, kind="sweep") == []
+
+
 async def test_repartitioning_offline_judges_on_as_the_model_says(
     validator_pool: asyncpg.Pool,
     receiver_pool: asyncpg.Pool,
