@@ -30,7 +30,7 @@ CHECK_RESULTS: Final = Counter(
 # multiprocess mode; ignored in a single process).
 BACKLOG_SIZE: Final = Gauge(
     "sms_validator_backlog_sms",
-    "input_sms rows after the checkpoint (counted up to a cap).",
+    "input_sms rows after the checkpoint, counted up to 100,000.",
     multiprocess_mode="max",
 )
 BACKLOG_AGE: Final = Gauge(

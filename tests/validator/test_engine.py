@@ -19,7 +19,9 @@ import asyncpg
 import httpx
 import pytest
 import redis.asyncio as aioredis
+from prometheus_client import REGISTRY
 
+from services.validator import engine as engine_module
 from sms_gateway import db
 from sms_gateway.redis import RedisLink
 from tests.conftest import TEST_REDIS_DB, FreshDatabase, Infra
@@ -112,6 +114,38 @@ async def test_sweeper_processes_a_requeued_sms(
     state = await final_state(owner_pool)
     assert state["count_sms"] == [(SENDERS[0], 2)]  # counted again: it was judged, not error
     assert [row[0] for row in state["sms_monitor"]] == [uuid]
+
+
+async def test_the_backlog_gauges_count_waiting_sms_up_to_the_cap(
+    validator_pool: asyncpg.Pool,
+    receiver_pool: asyncpg.Pool,
+    owner_pool: asyncpg.Pool,
+    redis_link: RedisLink,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The upkeep counts the SMS after the checkpoint up to BACKLOG_CAP (a bounded scan, every
+    few seconds in every process) and gives the oldest one's age; with none waiting, both are
+    zero."""
+
+    def gauge(name: str) -> float | None:
+        return REGISTRY.get_sample_value(name)
+
+    async def backlog_is(size: float) -> bool:
+        return gauge("sms_validator_backlog_sms") == size
+
+    monkeypatch.setattr(engine_module, "BACKLOG_CAP", 4)
+    await set_settings(owner_pool, {"maintenance_mode": "true"})  # nothing is judged
+    await insert_sms(receiver_pool, [NewSms(s, valid_message(s)) for s in SENDERS[:6]])
+    engine = make_engine(validator_pool, redis_link)
+    async with running(engine):
+        await wait_for(lambda: backlog_is(4), what="the backlog counted up to the cap")
+        assert (gauge("sms_validator_backlog_age_seconds") or 0.0) > 0.0
+        monkeypatch.setattr(engine_module, "BACKLOG_CAP", 100)
+        await wait_for(lambda: backlog_is(6), what="every waiting SMS counted")
+        await set_settings(owner_pool, {"maintenance_mode": "false"})
+        await wait_for(lambda: all_judged(owner_pool), what="the SMS judged")
+        await wait_for(lambda: backlog_is(0), what="an empty backlog")
+        assert gauge("sms_validator_backlog_age_seconds") == 0.0
 
 
 # ---------------------------------------------------------------- the real process
