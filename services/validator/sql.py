@@ -121,12 +121,15 @@ LIMIT $3
 # a final result. Requeued rows ('pending', found through idx_overall_status) and, as a defence in
 # depth, committed rows without any sms_monitor row in the last $2 seconds of uuid time below
 # $6, the lowest checkpoint of all partitions (the horizon makes these impossible; the metric of
-# what is found here should stay at zero). Below $6 every partition has judged every row, so the
-# look-back is an anti-join of two primary-key ranges on the uuid alone (index-only, merged, no
-# LIMIT for the planner to bet on), and only the rows it finds, normally none, are read and
-# tested for this worker's partitions. (Anchored at this worker's own checkpoints it had to
-# compute every row's partition first: at 36,000 SMS/s that was 5-10 s per worker per minute,
-# docs/benchmarks.md.) $1 is the largest of the worker's checkpoints, $4 one checkpoint per
+# what is found here should stay at zero). Below $6 every partition has judged every row, and
+# every sms_monitor row is an input_sms row's, so a row is missed there exactly when the window
+# holds more input_sms rows than sms_monitor rows: two counts of primary-key ranges, whose cost
+# follows the rows whatever the planner estimates, gate the row-by-row look (a one-time filter:
+# when they are equal, as they should always be, nothing else runs). Ungated, at 36,000 SMS/s the
+# look-back probed ~400,000 rows for their partition and their result, 5-10 s per worker per
+# minute (docs/benchmarks.md); and an anti-join of the ranges, planned for the one row the
+# statistics promise beyond their histogram, became a nested loop over a materialized range
+# that did not finish. $1 is the largest of the worker's checkpoints, $4 one checkpoint per
 # partition (other workers' partitions hold the zero uuid, so none of their rows pass).
 FETCH_SWEEP: Final = """
 (SELECT i.uuid, i.sender_number, i.sms_message, i.received_timestamp, i.created_at,
@@ -140,16 +143,21 @@ UNION ALL
 (SELECT i.uuid, i.sender_number, i.sms_message, i.received_timestamp, i.created_at,
         sms_sender_partition(i.sender_number, $5) AS partition_no, false AS requeued
  FROM input_sms i
- WHERE i.uuid = ANY(ARRAY(
-         SELECT u.uuid FROM input_sms u
-         WHERE u.uuid <= $6::uuid
-           AND u.uuid >= uuid_v7_lower_bound(uuid_v7_time($6::uuid)
-                                             - make_interval(secs => $2::float8))
-           AND NOT EXISTS (SELECT FROM sms_monitor m
-                           WHERE m.uuid = u.uuid AND m.uuid <= $6::uuid
-                             AND m.uuid >= uuid_v7_lower_bound(
-                                 uuid_v7_time($6::uuid) - make_interval(secs => $2::float8)))))
+ WHERE i.uuid <= $6::uuid
+   AND i.uuid >= uuid_v7_lower_bound(uuid_v7_time($6::uuid) - make_interval(secs => $2::float8))
+   AND (SELECT count(*) FROM input_sms
+        WHERE uuid <= $6::uuid
+          AND uuid >= uuid_v7_lower_bound(uuid_v7_time($6::uuid)
+                                          - make_interval(secs => $2::float8)))
+       > (SELECT count(*) FROM sms_monitor
+          WHERE uuid <= $6::uuid
+            AND uuid >= uuid_v7_lower_bound(uuid_v7_time($6::uuid)
+                                            - make_interval(secs => $2::float8)))
    AND i.uuid <= ($4::uuid[])[sms_sender_partition(i.sender_number, $5) + 1]
+   AND NOT EXISTS (SELECT FROM sms_monitor m
+                   WHERE m.uuid = i.uuid AND m.uuid <= $6::uuid
+                     AND m.uuid >= uuid_v7_lower_bound(
+                         uuid_v7_time($6::uuid) - make_interval(secs => $2::float8)))
  ORDER BY i.uuid
  LIMIT $3)
 ORDER BY uuid
