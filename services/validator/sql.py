@@ -129,8 +129,9 @@ LIMIT $3
 # look-back probed ~400,000 rows for their partition and their result, 5-10 s per worker per
 # minute (docs/benchmarks.md); and an anti-join of the ranges, planned for the one row the
 # statistics promise beyond their histogram, became a nested loop over a materialized range
-# that did not finish. $1 is the largest of the worker's checkpoints, $4 one checkpoint per
-# partition (other workers' partitions hold the zero uuid, so none of their rows pass).
+# that ran into the sweep's timeout. $1 is the largest of the worker's checkpoints, $4 one
+# checkpoint per partition (other workers' partitions hold the zero uuid, so none of their rows
+# pass).
 FETCH_SWEEP: Final = """
 (SELECT i.uuid, i.sender_number, i.sms_message, i.received_timestamp, i.created_at,
         sms_sender_partition(i.sender_number, $5) AS partition_no, true AS requeued
